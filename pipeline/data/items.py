@@ -1,0 +1,106 @@
+"""Split arrays, what they say about the task, and their MONAI datasets and loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader, Dataset
+from monai.transforms import Compose
+
+from pipeline.errors import DataError
+
+__all__ = ["SPLITS", "SplitItems", "DatasetInfo", "describe_dataset", "encode_labels", "make_dataset", "make_loader"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitItems:
+    """The images ``(N, C, *spatial)`` and labels ``(N, L)`` of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the network and the loss need to know about a dataset."""
+
+    task: str
+    class_names: list[str]
+    in_channels: int
+    spatial_dims: int
+    spatial_shape: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits the network emits: one for a binary task, one per class otherwise."""
+        return 1 if self.task == "binary" else self.num_classes
+
+
+def describe_dataset(splits: dict[str, SplitItems], declared_task: str, class_names: list[str] | None,
+                     source: str) -> DatasetInfo:
+    """Infer (or check the declared) task and classes from the training labels.
+
+    Raises:
+        DataError: when the labels contradict the declared task or class names.
+    """
+    train = splits["train"]
+    all_labels = np.concatenate([split.labels for split in splits.values()])
+    if all_labels.shape[1] > 1:
+        task = "multilabel"
+        num_classes = all_labels.shape[1]
+        if not np.isin(all_labels, (0, 1)).all():
+            raise DataError(f"{source}: multi-label targets must be 0/1")
+    else:
+        if (all_labels < 0).any():
+            raise DataError(f"{source}: labels must be class indices >= 0, found {int(all_labels.min())}")
+        num_classes = max(int(all_labels.max()) + 1, 2)
+        task = "binary" if num_classes == 2 else "multiclass"
+    if declared_task not in ("auto", task):
+        if not (declared_task == "multiclass" and task == "binary"):
+            raise DataError(f"{source}: data.task={declared_task!r} but the labels describe a {task} task "
+                            f"({num_classes} classes)")
+        task = "multiclass"
+    if class_names is not None and len(class_names) != num_classes:
+        raise DataError(f"{source}: data.class_names lists {len(class_names)} names but the labels have "
+                        f"{num_classes} classes")
+    names = list(class_names) if class_names is not None else [str(index) for index in range(num_classes)]
+    return DatasetInfo(task=task, class_names=names, in_channels=int(train.images.shape[1]),
+                       spatial_dims=train.images.ndim - 2, spatial_shape=tuple(train.images.shape[2:]))
+
+
+def encode_labels(labels: np.ndarray, task: str) -> np.ndarray:
+    """Labels as the loss takes them: binary (N, 1) float, multiclass (N,) int64, multilabel (N, C) float."""
+    if task == "multiclass":
+        return labels.reshape(-1).astype(np.int64)
+    return labels.astype(np.float32)
+
+
+def make_dataset(split: SplitItems, task: str, transform: Compose, cache: bool) -> Dataset:
+    """A MONAI dataset of ``{"image", "label"}`` items; ``cache`` keeps the transformed items in memory."""
+    labels = encode_labels(split.labels, task)
+    items = [{"image": image, "label": label} for image, label in zip(split.images, labels, strict=True)]
+    if cache:
+        return CacheDataset(items, transform=transform, cache_rate=1.0, progress=False, num_workers=0)
+    return Dataset(items, transform=transform)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+    """A MONAI DataLoader; the shuffling order is seeded so a run can be repeated.
+
+    A shuffled (training) loader drops a last batch of a single item, which batch normalization cannot take.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    drop_last = shuffle and len(dataset) % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      generator=generator, drop_last=drop_last)

@@ -1,0 +1,73 @@
+"""Per-epoch records of a run: CSV and JSON written after every epoch, and the curves plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+from ignite.engine import Engine, Events
+
+from pipeline.evaluation import plot_curves
+
+__all__ = ["EpochHistory", "json_safe"]
+
+COLUMNS = ("epoch", "lr", "train_loss", "train_classification", "train_variance", "train_accuracy",
+           "val_loss", "val_accuracy", "val_auc", "epoch_seconds")
+
+
+def json_safe(value: object) -> object:
+    """Replace NaN and infinities (not valid JSON) with None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+class EpochHistory:
+    """Collect train and validation metrics after each epoch; rewrite ``metrics.csv``, ``metrics.json`` and
+    ``curves.png`` in ``run_dir`` so that a crash keeps everything up to the last finished epoch.
+
+    Attach it to the trainer after the validation handler, so the epoch's validation metrics exist.
+    """
+
+    def __init__(self, run_dir: Path, evaluator: Engine, title: str = "") -> None:
+        self.run_dir = run_dir
+        self.evaluator = evaluator
+        self.title = title
+        self.records: list[dict] = []
+        self._epoch_start = 0.0
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._start)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record)
+
+    def _start(self, trainer: Engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _record(self, trainer: Engine) -> None:
+        train, val = trainer.state.metrics, self.evaluator.state.metrics
+        record = {
+            "epoch": trainer.state.epoch,
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "train_loss": float(train["train_loss"]),
+            "train_classification": float(train["train_classification"]),
+            "train_variance": float(train["train_variance"]),
+            "train_accuracy": float(train["train_accuracy"]),
+            "val_loss": float(val["val_loss"]),
+            "val_accuracy": float(val["val_accuracy"]),
+            "val_auc": float(val["val_auc"]),
+            "epoch_seconds": time.perf_counter() - self._epoch_start,
+        }
+        self.records.append(record)
+        with open(self.run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.records)
+        (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
+        plot_curves(self.records, self.run_dir / "curves.png", self.title)

@@ -1,0 +1,14 @@
+"""Losses: the variance-penalized loss and the feature tap that feeds it (torch only)."""
+
+from pipeline.losses.feature_tap import TAP_CHOICES, FeatureTap, TapPoint, resolve_tap_points
+from pipeline.losses.variance_penalized import TASKS, VariancePenalizedLoss, variance_penalty
+
+__all__ = [
+    "FeatureTap",
+    "TapPoint",
+    "resolve_tap_points",
+    "TAP_CHOICES",
+    "VariancePenalizedLoss",
+    "variance_penalty",
+    "TASKS",
+]

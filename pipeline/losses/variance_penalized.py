@@ -1,0 +1,231 @@
+"""The variance-penalized classification loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+from pipeline.losses.feature_tap import FeatureTap
+
+__all__ = ["VariancePenalizedLoss", "variance_penalty", "TASKS"]
+
+TASKS = ("binary", "multiclass", "multilabel")
+_EPS = 1e-7
+
+
+def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Mean over a random share of columns of the population variance across the batch."""
+    flat = feature.reshape(feature.shape[0], -1)
+    num_columns = flat.shape[1]
+    if num_columns == 0:
+        raise ValueError(f"a feature tensor of shape {tuple(feature.shape)} has no feature dimension to penalize")
+    num_sampled = max(1, math.floor(feature_sampling_ratio * num_columns))
+    if num_sampled < num_columns:
+        columns = torch.randperm(num_columns, generator=generator)[:num_sampled].to(flat.device)
+        flat = flat.index_select(1, columns)
+    return flat.float().var(dim=0, unbiased=False).mean()
+
+
+def variance_penalty(
+    features: Sequence[torch.Tensor],
+    feature_sampling_ratio: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mean over layers of the mean sampled per-feature batch variance, computed in float32.
+
+    Args:
+        features: one ``(B, ...)`` tensor per layer; each is flattened to ``(B, D)``.
+        feature_sampling_ratio: share of the ``D`` columns drawn (without replacement) for each
+            layer: ``k = max(1, floor(feature_sampling_ratio * D))``.
+        generator: CPU generator for the column draw (reproducible sequences); global RNG when None.
+
+    Returns:
+        A float32 scalar. The variance divides by ``B``, so a batch of one gives 0.
+    """
+    if len(features) == 0:
+        raise ValueError("variance_penalty needs at least one feature tensor")
+    device_type = features[0].device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        terms = [_layer_variance(feature, feature_sampling_ratio, generator) for feature in features]
+    return torch.stack(terms).mean()
+
+
+class VariancePenalizedLoss(_Loss):
+    """Classification loss plus a penalty on the batch variance of intermediate features.
+
+    ``total = lambda_ * classification(input, target) + variance_weight * penalty``, where the
+    penalty is, averaged over the tapped layers, the mean over a random ``feature_sampling_ratio``
+    share of that layer's flattened features of their population variance across the batch
+    (see :func:`variance_penalty`). Columns are drawn afresh at every call.
+
+    Shapes:
+        - ``binary``: ``input`` ``(B,)`` or ``(B, 1)`` (one logit), ``target`` ``(B,)`` or ``(B, 1)`` of 0/1.
+        - ``multiclass``: ``input`` ``(B, C)``; ``target`` ``(B,)`` or ``(B, 1)`` class indices, or ``(B, C)``
+          one-hot (or class probabilities).
+        - ``multilabel``: ``input`` ``(B, C)``, ``target`` ``(B, C)`` of 0/1.
+        - ``features``: one tensor or a list of ``(B, ...)`` tensors with the same ``B``.
+
+    Args:
+        variance_weight: strength of the penalty, >= 0. With 0 the penalty is not computed and
+            the loss is ``lambda_`` times the plain classification loss.
+        feature_sampling_ratio: share of feature dimensions sampled per layer and call, in (0, 1].
+        lambda_: weight of the classification term, >= 0.
+        task: ``"binary"`` (BCE on one logit), ``"multiclass"`` (cross-entropy) or ``"multilabel"`` (BCE).
+        feature_source: a :class:`FeatureTap` read when ``features`` is not passed to ``forward``.
+        seed: seed of the column sampling, for a reproducible sequence of draws. None uses torch's global RNG.
+        from_logits: True when ``input`` holds logits; False when it holds probabilities (sigmoid or softmax
+            outputs), as the method's original implementation took them.
+        label_smoothing: in [0, 1); smooths multiclass targets as ``torch.nn.CrossEntropyLoss`` does, and
+            binary/multilabel targets towards 0.5.
+        reduction: ``"mean"`` or ``"sum"`` over the batch for the classification term.
+
+    After each call, ``last_terms`` holds the detached ``{"classification": ..., "variance": ...}`` terms.
+
+    Raises:
+        ValueError: on a weight < 0, ``feature_sampling_ratio`` outside (0, 1], an unknown task or
+            reduction, or (in ``forward``) shapes that do not fit the task, or no features while
+            ``variance_weight > 0``.
+
+    Example:
+        >>> import torch
+        >>> from monai.networks.nets import resnet18
+        >>> from pipeline.losses import FeatureTap, VariancePenalizedLoss
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=3)
+        >>> tap = FeatureTap(net, layers="last_block")
+        >>> loss = VariancePenalizedLoss(variance_weight=0.01, feature_sampling_ratio=0.2,
+        ...                              task="multiclass", feature_source=tap, seed=0)
+        >>> total = loss(net(torch.rand(8, 1, 64, 64)), torch.randint(0, 3, (8,)))
+        >>> total.backward()
+        >>> sorted(loss.last_terms)
+        ['classification', 'variance']
+    """
+
+    def __init__(
+        self,
+        variance_weight: float = 0.01,
+        feature_sampling_ratio: float = 0.2,
+        lambda_: float = 1.0,
+        task: str = "multiclass",
+        feature_source: FeatureTap | None = None,
+        seed: int | None = None,
+        from_logits: bool = True,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        super().__init__(reduction=reduction)
+        if not (isinstance(variance_weight, (int, float)) and variance_weight >= 0 and math.isfinite(variance_weight)):
+            raise ValueError(f"variance_weight must be a finite number >= 0, got {variance_weight!r}")
+        if not (isinstance(feature_sampling_ratio, (int, float)) and 0 < feature_sampling_ratio <= 1):
+            raise ValueError(f"feature_sampling_ratio must be in (0, 1], got {feature_sampling_ratio!r}")
+        if not (isinstance(lambda_, (int, float)) and lambda_ >= 0 and math.isfinite(lambda_)):
+            raise ValueError(f"lambda_ must be a finite number >= 0, got {lambda_!r}")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.variance_weight = float(variance_weight)
+        self.feature_sampling_ratio = float(feature_sampling_ratio)
+        self.lambda_ = float(lambda_)
+        self.task = task
+        self.feature_source = feature_source
+        self.from_logits = from_logits
+        self.label_smoothing = float(label_smoothing)
+        self.generator: torch.Generator | None = None
+        if seed is not None:
+            self.generator = torch.Generator().manual_seed(int(seed))
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        features: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            input: logits (or probabilities with ``from_logits=False``), shaped as the task requires.
+            target: labels, shaped as the task requires.
+            features: the features to penalize; read from ``feature_source`` when None.
+        """
+        classification = self.classification_loss(input, target)
+        if self.variance_weight > 0:
+            penalty = variance_penalty(self._features(features, input.shape[0]), self.feature_sampling_ratio,
+                                       self.generator)
+        else:
+            penalty = classification.new_zeros((), dtype=torch.float32)
+        total = self.lambda_ * classification + self.variance_weight * penalty
+        self.last_terms = {"classification": classification.detach(), "variance": penalty.detach()}
+        return total
+
+    def classification_loss(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The classification term alone (no penalty), reduced as configured."""
+        if self.task == "binary":
+            return self._binary(input, target)
+        if self.task == "multilabel":
+            if input.ndim != 2 or target.shape != input.shape:
+                raise ValueError(
+                    f"multilabel expects input (B, C) and target of the same shape, got {tuple(input.shape)} "
+                    f"and {tuple(target.shape)}"
+                )
+            return self._bce(input, target.to(input.dtype))
+        return self._multiclass(input, target)
+
+    def _features(self, features: torch.Tensor | Sequence[torch.Tensor] | None, batch: int) -> list[torch.Tensor]:
+        if features is None:
+            if self.feature_source is None:
+                raise ValueError("variance_weight > 0 needs features: pass features=... or set feature_source")
+            found = self.feature_source.features
+            if not found:
+                raise ValueError(
+                    "the feature tap holds no features: run the network forward with gradients enabled "
+                    "before computing the loss"
+                )
+        elif isinstance(features, torch.Tensor):
+            found = [features]
+        else:
+            found = list(features)
+        for feature in found:
+            if feature.ndim < 2 or feature.shape[0] != batch:
+                raise ValueError(f"each feature must be (B, ...) with B={batch}, got {tuple(feature.shape)}")
+        return found
+
+    def _binary(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.ndim == 2 and input.shape[1] == 1:
+            input = input[:, 0]
+        if input.ndim != 1:
+            raise ValueError(
+                f"binary expects one logit per item, input (B,) or (B, 1), got {tuple(input.shape)}; "
+                "use task='multiclass' for (B, 2) outputs"
+            )
+        target = target.reshape(-1)
+        if target.shape[0] != input.shape[0]:
+            raise ValueError(f"binary target must hold B={input.shape[0]} labels, got shape {tuple(target.shape)}")
+        return self._bce(input, target.to(input.dtype))
+
+    def _bce(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.label_smoothing:
+            target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        if self.from_logits:
+            return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
+        return F.binary_cross_entropy(input.clamp(_EPS, 1 - _EPS), target, reduction=self.reduction)
+
+    def _multiclass(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.ndim != 2 or input.shape[1] < 2:
+            raise ValueError(f"multiclass expects input (B, C) with C >= 2, got {tuple(input.shape)}")
+        if target.ndim == 2 and target.shape[1] == input.shape[1]:
+            target = target.to(input.dtype)
+        elif target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1):
+            target = target.reshape(-1).long()
+        else:
+            raise ValueError(
+                f"multiclass target must be (B,) or (B, 1) class indices or (B, C) one-hot with C={input.shape[1]}, "
+                f"got {tuple(target.shape)}"
+            )
+        logits = input if self.from_logits else torch.log(input.clamp_min(_EPS))
+        return F.cross_entropy(logits, target, reduction=self.reduction, label_smoothing=self.label_smoothing)
