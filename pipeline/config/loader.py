@@ -30,7 +30,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, ...), got {type(document).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, ...), "
+                          f"got {type(document).__name__}")
     return document
 
 

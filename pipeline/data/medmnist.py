@@ -30,7 +30,8 @@ def _guess_spatial_dims(images: np.ndarray, path: Path) -> int:
         return 3 if "3d" in path.name.lower() or images.shape[-1] not in (1, 3) else 2
     if images.ndim == 5:
         return 3
-    raise DataError(f"{path}: cannot tell the spatial dimensions of images shaped {images.shape}; set data.spatial_dims")
+    raise DataError(f"{path}: cannot tell the spatial dimensions of images shaped {images.shape}; "
+                    "set data.spatial_dims")
 
 
 def read_medmnist(path: Path, spatial_dims: int | str = "auto") -> dict[str, SplitItems]:

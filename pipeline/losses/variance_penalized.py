@@ -17,7 +17,8 @@ TASKS = ("binary", "multiclass", "multilabel")
 _EPS = 1e-7
 
 
-def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float, generator: torch.Generator | None) -> torch.Tensor:
+def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
+                    generator: torch.Generator | None) -> torch.Tensor:
     """Mean over a random share of columns of the population variance across the batch."""
     flat = feature.reshape(feature.shape[0], -1)
     num_columns = flat.shape[1]
