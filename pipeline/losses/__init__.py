@@ -1,7 +1,7 @@
 """Losses: the variance-penalized loss and the feature tap that feeds it (torch only)."""
 
 from pipeline.losses.feature_tap import TAP_CHOICES, FeatureTap, TapPoint, resolve_tap_points
-from pipeline.losses.variance_penalized import TASKS, VariancePenalizedLoss, variance_penalty
+from pipeline.losses.variance_penalized import TASKS, VariancePenalizedLoss, sample_feature_columns, variance_penalty
 
 __all__ = [
     "FeatureTap",
@@ -10,5 +10,6 @@ __all__ = [
     "TAP_CHOICES",
     "VariancePenalizedLoss",
     "variance_penalty",
+    "sample_feature_columns",
     "TASKS",
 ]

@@ -11,23 +11,33 @@ from torch.nn.modules.loss import _Loss
 
 from pipeline.losses.feature_tap import FeatureTap
 
-__all__ = ["VariancePenalizedLoss", "variance_penalty", "TASKS"]
+__all__ = ["VariancePenalizedLoss", "variance_penalty", "sample_feature_columns", "TASKS"]
 
 TASKS = ("binary", "multiclass", "multilabel")
 _EPS = 1e-7
+
+
+def sample_feature_columns(num_columns: int, feature_sampling_ratio: float,
+                           generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """Draw ``k = max(1, floor(feature_sampling_ratio * num_columns))`` distinct column indices (CPU, int64).
+
+    Returns None when every column is kept (``k == num_columns``), so no gather is needed.
+    """
+    num_sampled = max(1, math.floor(feature_sampling_ratio * num_columns))
+    if num_sampled >= num_columns:
+        return None
+    return torch.randperm(num_columns, generator=generator)[:num_sampled]
 
 
 def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
                     generator: torch.Generator | None) -> torch.Tensor:
     """Mean over a random share of columns of the population variance across the batch."""
     flat = feature.reshape(feature.shape[0], -1)
-    num_columns = flat.shape[1]
-    if num_columns == 0:
+    if flat.shape[1] == 0:
         raise ValueError(f"a feature tensor of shape {tuple(feature.shape)} has no feature dimension to penalize")
-    num_sampled = max(1, math.floor(feature_sampling_ratio * num_columns))
-    if num_sampled < num_columns:
-        columns = torch.randperm(num_columns, generator=generator)[:num_sampled].to(flat.device)
-        flat = flat.index_select(1, columns)
+    columns = sample_feature_columns(flat.shape[1], feature_sampling_ratio, generator)
+    if columns is not None:
+        flat = flat.index_select(1, columns.to(flat.device))
     return flat.float().var(dim=0, unbiased=False).mean()
 
 

@@ -1,0 +1,205 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.losses import VariancePenalizedLoss, sample_feature_columns, variance_penalty
+
+
+def manual_penalty(features):
+    """The formula with every column kept: mean over layers of mean over columns of Var_batch (divide by B)."""
+    terms = []
+    for feature in features:
+        flat = feature.reshape(feature.shape[0], -1).double()
+        centred = flat - flat.mean(dim=0, keepdim=True)
+        terms.append((centred**2).mean(dim=0).mean())
+    return torch.stack(terms).mean()
+
+
+@pytest.fixture
+def features():
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(6, 4, 3, 3, generator=generator) * 2 + 1, torch.randn(6, 10, generator=generator)]
+
+
+@pytest.mark.parametrize(
+    "task,logits,target,reference",
+    [
+        ("binary", torch.tensor([[0.3], [-1.2], [2.0], [0.0], [0.5], [-0.7]]),
+         torch.tensor([[1.0], [0.0], [1.0], [0.0], [0.0], [1.0]]),
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y)),
+        ("multiclass", torch.tensor([[0.3, 1.0, -1.0], [2.0, 0.0, 0.1], [0.0, 0.0, 3.0],
+                                     [1.0, 1.0, 1.0], [-2.0, 0.5, 0.0], [0.2, 0.1, 0.0]]),
+         torch.tensor([1, 0, 2, 0, 1, 2]),
+         lambda x, y: F.cross_entropy(x, y)),
+        ("multilabel", torch.tensor([[0.3, -1.0], [2.0, 0.1], [0.0, 3.0], [1.0, -1.0], [-2.0, 0.0], [0.2, 0.1]]),
+         torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y)),
+    ],
+)
+def test_total_matches_formula_for_each_task(task, logits, target, reference, features):
+    loss = VariancePenalizedLoss(variance_weight=0.3, feature_sampling_ratio=1.0, lambda_=0.5, task=task)
+    total = loss(logits, target, features=features)
+    expected_penalty = manual_penalty(features)
+    expected = 0.5 * reference(logits, target) + 0.3 * expected_penalty
+    assert torch.allclose(total.double(), expected, atol=1e-6)
+    assert torch.allclose(loss.last_terms["variance"].double(), expected_penalty, atol=1e-6)
+    assert torch.allclose(loss.last_terms["classification"], reference(logits, target), atol=1e-6)
+    assert not loss.last_terms["variance"].requires_grad
+
+
+def test_binary_accepts_flat_logits_and_multiclass_accepts_one_hot_and_column_targets():
+    logits = torch.tensor([0.2, -0.4, 1.5])
+    target = torch.tensor([1, 0, 1])
+    binary = VariancePenalizedLoss(variance_weight=0.0, task="binary")
+    assert torch.allclose(binary(logits, target), binary(logits[:, None], target[:, None].float()))
+    scores = torch.tensor([[0.1, 0.9, 0.0], [1.0, -1.0, 0.5], [0.0, 0.0, 2.0]])
+    labels = torch.tensor([1, 0, 2])
+    multiclass = VariancePenalizedLoss(variance_weight=0.0, task="multiclass")
+    by_index = multiclass(scores, labels)
+    assert torch.allclose(by_index, multiclass(scores, labels[:, None]))
+    assert torch.allclose(by_index, multiclass(scores, F.one_hot(labels, 3)))
+
+
+def test_probabilities_input_matches_logits_when_from_logits_is_false():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [1.0, -1.0, 0.5]])
+    labels = torch.tensor([1, 2])
+    from_logits = VariancePenalizedLoss(variance_weight=0.0, task="multiclass")(logits, labels)
+    from_probs = VariancePenalizedLoss(variance_weight=0.0, task="multiclass", from_logits=False)(
+        torch.softmax(logits, 1), labels)
+    assert torch.allclose(from_logits, from_probs, atol=1e-5)
+    binary_logits = torch.tensor([0.3, -2.0])
+    binary_target = torch.tensor([1.0, 0.0])
+    assert torch.allclose(
+        VariancePenalizedLoss(variance_weight=0.0, task="binary")(binary_logits, binary_target),
+        VariancePenalizedLoss(variance_weight=0.0, task="binary", from_logits=False)(
+            torch.sigmoid(binary_logits), binary_target), atol=1e-5)
+
+
+@pytest.mark.parametrize("num_columns,ratio", [(10, 0.2), (10, 0.05), (7, 0.5), (1000, 0.333), (5, 1.0)])
+def test_sample_size_is_floor_of_ratio_with_at_least_one(num_columns, ratio):
+    columns = sample_feature_columns(num_columns, ratio, torch.Generator().manual_seed(0))
+    expected = max(1, math.floor(ratio * num_columns))
+    if expected == num_columns:
+        assert columns is None
+    else:
+        assert len(columns) == expected
+        assert len(set(columns.tolist())) == expected
+        assert 0 <= columns.min() and columns.max() < num_columns
+
+
+def test_penalty_uses_exactly_the_sampled_share_of_columns():
+    # One column with batch variance 1, 19 with variance 0; with k = 1 the penalty is 0 or 1, never between.
+    features = torch.zeros(4, 20)
+    features[:, 7] = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.05, lambda_=0.0, task="binary",
+                                 seed=3)
+    values = {loss(torch.zeros(4), torch.zeros(4), features=features).item() for _ in range(200)}
+    assert values == {0.0, 1.0}
+    # With k = 10 of 20 the penalty is 1/10 exactly when column 7 is drawn (half the time), else 0.
+    loss_half = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.5, lambda_=0.0, task="binary",
+                                      seed=3)
+    values = [loss_half(torch.zeros(4), torch.zeros(4), features=features).item() for _ in range(400)]
+    assert set(round(v, 6) for v in values) == {0.0, 0.1}
+    assert 0.4 < sum(v > 0 for v in values) / len(values) < 0.6
+
+
+def test_a_fresh_sample_at_every_call_and_seed_reproducibility():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(8, 200, generator=generator) * torch.linspace(0.1, 5, 200)
+    first = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.1, lambda_=0.0, task="binary",
+                                  seed=42)
+    second = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.1, lambda_=0.0, task="binary",
+                                   seed=42)
+    other = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.1, lambda_=0.0, task="binary",
+                                  seed=7)
+    targets = torch.zeros(8)
+    run_first = [first(torch.zeros(8), targets, features=features).item() for _ in range(5)]
+    run_second = [second(torch.zeros(8), targets, features=features).item() for _ in range(5)]
+    run_other = [other(torch.zeros(8), targets, features=features).item() for _ in range(5)]
+    assert run_first == run_second
+    assert len(set(run_first)) == 5  # a new draw every call
+    assert run_first != run_other
+
+
+def test_gradient_with_respect_to_features():
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(5, 3, 2, generator=generator, requires_grad=True)
+    loss = VariancePenalizedLoss(variance_weight=2.0, feature_sampling_ratio=1.0, lambda_=0.0, task="binary")
+    loss(torch.zeros(5), torch.zeros(5), features=feature).backward()
+    flat = feature.detach().reshape(5, -1)
+    # d/dx_bj of 2 * mean_j mean_b (x_bj - mean_j)^2 = 2 * 2 (x_bj - mean_j) / (B * D)
+    expected = 2 * 2 * (flat - flat.mean(0)) / (5 * flat.shape[1])
+    assert torch.allclose(feature.grad.reshape(5, -1), expected, atol=1e-6)
+
+
+def test_gradient_reaches_only_the_sampled_columns():
+    feature = torch.randn(4, 50, requires_grad=True)
+    loss = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.2, lambda_=0.0, task="binary", seed=0)
+    loss(torch.zeros(4), torch.zeros(4), features=feature).backward()
+    touched = (feature.grad.abs().sum(0) > 0).sum().item()
+    assert touched == 10
+
+
+def test_batch_of_one_gives_zero_penalty_not_nan():
+    loss = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.5, task="multiclass")
+    total = loss(torch.tensor([[0.2, 0.8]]), torch.tensor([1]), features=[torch.randn(1, 16), torch.randn(1, 2, 3)])
+    assert torch.isfinite(total)
+    assert loss.last_terms["variance"].item() == 0.0
+
+
+def test_bf16_features_give_float32_statistics_close_to_float32():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(32, 64, 4, 4, generator=generator) * 3 + 10
+    loss = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=1.0, lambda_=0.0, task="binary")
+    reference = loss(torch.zeros(32), torch.zeros(32), features=features).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(torch.zeros(32, dtype=torch.bfloat16), torch.zeros(32), features=features.bfloat16())
+    assert value.dtype == torch.float32
+    assert math.isfinite(value.item())
+    assert value.item() == pytest.approx(reference, rel=2e-2)
+    assert variance_penalty([features.half()]).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"feature_sampling_ratio": 0.0}, "feature_sampling_ratio must be in \\(0, 1\\], got 0.0"),
+        ({"feature_sampling_ratio": 1.5}, "got 1.5"),
+        ({"variance_weight": -0.1}, "variance_weight .* got -0.1"),
+        ({"lambda_": -1}, "lambda_ .* got -1"),
+        ({"task": "regression"}, "task must be one of"),
+        ({"reduction": "none"}, "reduction must be"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+    ],
+)
+def test_invalid_hyperparameters_raise_value_error_naming_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VariancePenalizedLoss(**kwargs)
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match="binary expects one logit"):
+        VariancePenalizedLoss(variance_weight=0.0, task="binary")(torch.zeros(3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="multilabel expects"):
+        VariancePenalizedLoss(variance_weight=0.0, task="multilabel")(torch.zeros(3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="needs features"):
+        VariancePenalizedLoss(variance_weight=0.1, task="binary")(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="B=3"):
+        VariancePenalizedLoss(variance_weight=0.1, task="binary")(torch.zeros(3), torch.zeros(3),
+                                                                   features=torch.zeros(4, 2))
+
+
+def test_zero_weight_is_plain_cross_entropy_without_features():
+    logits = torch.tensor([[0.2, 0.8], [1.0, 0.0]])
+    labels = torch.tensor([1, 0])
+    loss = VariancePenalizedLoss(variance_weight=0.0, lambda_=1.0, task="multiclass")
+    assert torch.allclose(loss(logits, labels), F.cross_entropy(logits, labels))
+
+
+def test_label_smoothing_matches_torch():
+    logits = torch.tensor([[0.2, 0.8, 0.1], [1.0, 0.0, -1.0]])
+    labels = torch.tensor([1, 0])
+    loss = VariancePenalizedLoss(variance_weight=0.0, task="multiclass", label_smoothing=0.1)
+    assert torch.allclose(loss(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.1))
