@@ -89,6 +89,7 @@ def train(config: Config, run_dir: Path | None = None) -> TrainResult:
     ``checkpoints/checkpoint_epoch=N.pt`` holds the last epoch's network, optimizer, scheduler and trainer state.
     """
     run_dir = run_dir or create_run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     seed = config.training.seed
     if config.training.deterministic:
