@@ -9,10 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pipeline.losses import TAP_CHOICES
 from pipeline.networks import NETWORKS
+from pipeline.transforms.policy import check_augmentation
 
 __all__ = [
     "Config",
+    "AugmentationConfig",
     "DataConfig",
+    "DicomConfig",
     "PreprocessingConfig",
     "ModelConfig",
     "LossConfig",
@@ -31,29 +34,87 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DicomConfig(_Section):
+    series_uid: str | None = Field(None, description="the series to read when a directory holds several")
+    uneven_spacing: Literal["error", "warn"] = "error"
+    missing_slices: Literal["error", "warn"] = "error"
+    gantry_tilt: Literal["error", "warn"] = "warn"
+
+
 class DataConfig(_Section):
-    source: Literal["medmnist"] = "medmnist"
-    path: Path = Field(description="dataset file; a relative path is taken from the config file's folder")
+    source: Literal["medmnist", "folder", "csv", "datalist"] = "medmnist"
+    path: Path = Field(description="dataset file or folder; a relative path is taken from the config file's folder")
     task: Literal["auto", "binary", "multiclass", "multilabel"] = "auto"
     class_names: list[str] | None = None
     spatial_dims: Literal["auto", 2, 3] = "auto"
     batch_size: Annotated[int, Field(ge=1)] = 64
     eval_batch_size: Annotated[int, Field(ge=1)] = 256
     num_workers: Annotated[int, Field(ge=0)] = 0
-    cache: Literal["none", "memory"] = "memory"
+    cache: Literal["none", "memory", "disk"] = "memory"
+    on_bad_item: Literal["error", "skip"] = "error"
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="train/val/test shares when the data gives no split (patient-grouped)")
+    split_seed: int = 0
+    dicom: DicomConfig = DicomConfig()
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(part <= 0 for part in value) or abs(sum(value) - 1) > 1e-6:
+            raise ValueError("expected three positive shares (train, val, test) that sum to 1")
+        return value
 
 
 class PreprocessingConfig(_Section):
-    source_range: tuple[float, float] = Field((0.0, 255.0), description="intensity range of the stored images")
-    target_range: tuple[float, float] = Field((-1.0, 1.0), description="range the source range is mapped to")
+    preset: Literal["range", "ct_lung", "ct_mediastinum", "ct_brain", "ct_bone", "ct_window", "mr_percentile",
+                    "mr_zscore", "radiograph", "rgb"] = Field(
+        "range", description="intensity normalization: range maps source_range to target_range; ct_* are HU "
+        "windows; mr_percentile/radiograph map percentiles to target_range; mr_zscore and rgb standardize")
+    source_range: tuple[float, float] = Field((0.0, 255.0), description="range preset: stored intensity range")
+    target_range: tuple[float, float] = Field((-1.0, 1.0), description="range the intensities are mapped to")
+    window: tuple[float, float] | None = Field(None, description="ct_window preset: (level, width) in HU")
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    orientation: str | None = Field(None, description="3D: reorient to this axis code, e.g. RAS")
+    spacing: list[Annotated[float, Field(gt=0)]] | None = Field(None, description="resample to this spacing (mm)")
     spatial_size: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None, description="resize every image to this size (one entry per spatial dimension)")
+        None, description="resize keeping the aspect ratio, then pad to this size (one entry per spatial axis)")
+    resize_mode: Literal["pad", "crop_foreground"] = "pad"
+    interpolation: Literal["area", "bilinear", "nearest"] = "area"
 
     @model_validator(mode="after")
-    def _ranges(self) -> PreprocessingConfig:
+    def _consistent(self) -> PreprocessingConfig:
         if self.source_range[0] >= self.source_range[1]:
             raise ValueError(f"source_range must be increasing, got {list(self.source_range)}")
+        if self.preset == "ct_window" and (self.window is None or self.window[1] <= 0):
+            raise ValueError("preset ct_window needs window: [level, width] with a positive width")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {list(self.percentiles)}")
+        if self.orientation is not None and (len(self.orientation) != 3 or
+                                             set(self.orientation.upper()) - set("RLAPSI")):
+            raise ValueError(f"orientation must be a 3-letter axis code such as RAS, got {self.orientation!r}")
         return self
+
+
+class AugmentationConfig(_Section):
+    transforms: list[dict] = Field(default_factory=list, description="entries {name, prob, ...} from the "
+                                   "clinically safe allow-list (pipeline/transforms/policy.py)")
+    laterality_invariant: bool = Field(False, description="the anatomy has no left/right meaning (flips allowed)")
+    allow_unsafe_augmentation: bool = False
+
+    @model_validator(mode="after")
+    def _policy(self) -> AugmentationConfig:
+        for spec in self.transforms:
+            if not isinstance(spec.get("name"), str):
+                raise ValueError(f"each augmentation needs a name, got {spec!r}")
+            check_augmentation(spec, self.laterality_invariant, self.allow_unsafe_augmentation)
+        return self
+
+    def override_warnings(self) -> list[str]:
+        """What ``allow_unsafe_augmentation`` let through (recorded in the run's metadata)."""
+        notes: list[str] = []
+        for spec in self.transforms:
+            notes += check_augmentation(spec, self.laterality_invariant, self.allow_unsafe_augmentation)
+        return notes
 
 
 class ModelConfig(_Section):
@@ -127,6 +188,7 @@ class EvaluationConfig(_Section):
 class Config(_Section):
     data: DataConfig
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()

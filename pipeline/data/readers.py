@@ -1,0 +1,139 @@
+"""Read one item (a file or a DICOM series directory) into a channel-first MetaTensor, through MONAI's readers.
+
+DICOM goes through :mod:`pipeline.data.dicom` (MONAI ``PydicomReader`` plus geometry checks), NIfTI through
+``NibabelReader``, PNG/JPEG through ``PILReader``, and ITK formats (``.mha``, ``.mhd``, ``.nrrd``) through
+SimpleITK. Only non-identifying metadata is kept: the affine, the file name and the modality.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.data.image_reader import NibabelReader, PILReader
+from monai.transforms import MapTransform
+
+from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions, is_dicom_file, read_dicom
+from pipeline.errors import DataError
+
+__all__ = ["ReadResult", "read_image", "ReadImaged", "IMAGE_SUFFIXES"]
+
+_NIFTI = (".nii", ".nii.gz")
+_PIL = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_ITK = (".mha", ".mhd", ".nrrd", ".nhdr")
+IMAGE_SUFFIXES = (".dcm", *_NIFTI, *_PIL, *_ITK)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    image: MetaTensor
+    patient: str | None
+    warnings: tuple[str, ...] = ()
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _plain(array: np.ndarray, affine: np.ndarray, path: Path, modality: str = "") -> MetaTensor:
+    image = MetaTensor(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), affine=torch.as_tensor(affine))
+    image.meta["filename_or_obj"] = str(path)
+    image.meta["modality"] = modality
+    return image
+
+
+def _read_with(reader, path: Path) -> tuple[np.ndarray, dict]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return reader.get_data(reader.read(str(path)))
+    except Exception as error:  # the readers raise many exception types for corrupt files
+        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise DataError(f"{path}: cannot read the image ({message})") from None
+
+
+def _read_nifti(path: Path) -> MetaTensor:
+    array, meta = _read_with(NibabelReader(), path)
+    affine = np.asarray(meta.get("affine", np.eye(4)))
+    if array.ndim == 4:  # (x, y, z, t): the fourth axis becomes channels
+        return _plain(np.moveaxis(array, -1, 0), affine, path, "MR")
+    if array.ndim in (2, 3):
+        return _plain(array[None], affine, path)
+    raise DataError(f"{path}: a NIfTI image of {array.ndim} dimensions; expected 2, 3 or 4")
+
+
+def _read_pil(path: Path) -> MetaTensor:
+    array, _ = _read_with(PILReader(), path)  # (x, y) or (x, y, channels): MONAI's column-first order
+    if array.ndim == 3:
+        if array.shape[-1] == 4:
+            array = array[..., :3]
+        return _plain(np.moveaxis(array, -1, 0), np.eye(4), path)
+    return _plain(array[None], np.eye(4), path)
+
+
+def _read_itk(path: Path) -> MetaTensor:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise DataError(f"{path}: cannot read the image ({str(error).strip().splitlines()[-1][:160]})") from None
+    array = sitk.GetArrayFromImage(image)  # (z, y, x[, components])
+    dims = image.GetDimension()
+    array = np.moveaxis(array, range(dims), range(dims)[::-1])  # -> (x, y, z[, components])
+    direction = np.asarray(image.GetDirection(), float).reshape(dims, dims)
+    affine = np.eye(4)
+    affine[:dims, :dims] = direction * np.asarray(image.GetSpacing())
+    affine[:dims, 3] = image.GetOrigin()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK is LPS
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        return _plain(np.moveaxis(array, -1, 0), affine, path)
+    return _plain(array[None], affine, path)
+
+
+def read_image(path: Path, dicom: DicomOptions = DEFAULT_DICOM) -> ReadResult:
+    """Read ``path`` into a float32 ``(C, *spatial)`` MetaTensor with its affine.
+
+    Raises:
+        DataError: naming the path, when it is missing, an empty directory, of an unsupported type, corrupt,
+            or holds NaN/Inf values.
+    """
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    suffix = _suffix(path)
+    patient, notes = None, []
+    if path.is_dir() or suffix == ".dcm" or (suffix not in IMAGE_SUFFIXES and is_dicom_file(path)):
+        image, patient, notes = read_dicom(path, dicom)
+    elif suffix in _NIFTI:
+        image = _read_nifti(path)
+    elif suffix in _PIL:
+        image = _read_pil(path)
+    elif suffix in _ITK:
+        image = _read_itk(path)
+    else:
+        raise DataError(f"{path}: not an image medvp reads (DICOM, NIfTI, PNG/JPEG, MHA/NRRD)")
+    if image.numel() == 0:
+        raise DataError(f"{path}: the image is empty")
+    if not torch.isfinite(image.as_tensor()).all():
+        raise DataError(f"{path}: the image holds NaN or infinite values")
+    return ReadResult(image=image, patient=patient, warnings=tuple(notes))
+
+
+class ReadImaged(MapTransform):
+    """MONAI dictionary transform: replace the path under each key with the image :func:`read_image` gives."""
+
+    def __init__(self, keys="image", dicom: DicomOptions = DEFAULT_DICOM, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.dicom = dicom
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        result = dict(data)
+        for key in self.key_iterator(result):
+            result[key] = read_image(Path(result[key]), self.dicom).image
+        return result
