@@ -23,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 from pipeline.errors import DataError
 
 __all__ = ["DicomOptions", "DEFAULT_DICOM", "SeriesInfo", "is_dicom_file", "scan_series", "read_dicom", "patient_key",
-           "geometry_problems"]
+           "geometry_problems", "hash_identifier", "first_header"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +69,27 @@ def _header(path: Path) -> pydicom.Dataset:
         raise DataError(f"{path}: not a readable DICOM file ({type(error).__name__})") from None
 
 
-def patient_key(dataset: pydicom.Dataset) -> str | None:
-    """A one-way hash of PatientID (never the ID itself), for grouping items by patient."""
-    patient_id = str(dataset.get("PatientID", "") or "").strip()
-    if not patient_id:
+def hash_identifier(identifier: str) -> str | None:
+    """A one-way hash of a patient identifier (never the identifier itself); None for an empty one."""
+    identifier = identifier.strip()
+    if not identifier:
         return None
-    return hashlib.sha256(patient_id.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(identifier.encode("utf-8")).hexdigest()[:16]
+
+
+def patient_key(dataset: pydicom.Dataset) -> str | None:
+    """The hashed PatientID of a DICOM header, for grouping items by patient."""
+    return hash_identifier(str(dataset.get("PatientID", "") or ""))
+
+
+def first_header(path: Path) -> pydicom.Dataset | None:
+    """The header of a DICOM file, or of the first DICOM file of a directory; None when there is none."""
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.is_file() and is_dicom_file(p))
+        path = candidates[0] if candidates else path
+    if not path.is_file() or not is_dicom_file(path):
+        return None
+    return _header(path)
 
 
 def scan_series(directory: Path, series_uid: str | None = None) -> tuple[SeriesInfo, pydicom.Dataset]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
 
 from pipeline.errors import DataError
@@ -86,12 +87,17 @@ def encode_labels(labels: np.ndarray, task: str) -> np.ndarray:
     return labels.astype(np.float32)
 
 
-def make_dataset(split: SplitItems, task: str, transform: Compose, cache: bool) -> Dataset:
-    """A MONAI dataset of ``{"image", "label"}`` items; ``cache`` keeps the transformed items in memory."""
-    labels = encode_labels(split.labels, task)
-    items = [{"image": image, "label": label} for image, label in zip(split.images, labels, strict=True)]
-    if cache:
+def make_dataset(items: list[dict], transform: Compose, cache: str, cache_dir: Path | None = None) -> Dataset:
+    """A MONAI dataset over ``items``: ``cache`` ``"memory"`` (CacheDataset), ``"disk"`` (PersistentDataset in
+    ``cache_dir``) or ``"none"``. Caches hold the output of the deterministic transforms, so the second epoch
+    does not decode images again."""
+    if cache == "memory":
         return CacheDataset(items, transform=transform, cache_rate=1.0, progress=False, num_workers=0)
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs a cache_dir")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, transform=transform, cache_dir=cache_dir)
     return Dataset(items, transform=transform)
 
 

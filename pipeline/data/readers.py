@@ -128,12 +128,19 @@ def read_image(path: Path, dicom: DicomOptions = DEFAULT_DICOM) -> ReadResult:
 class ReadImaged(MapTransform):
     """MONAI dictionary transform: replace the path under each key with the image :func:`read_image` gives."""
 
-    def __init__(self, keys="image", dicom: DicomOptions = DEFAULT_DICOM, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys="image", dicom: DicomOptions = DEFAULT_DICOM, spatial_dims: int | None = None,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.dicom = dicom
+        self.spatial_dims = spatial_dims
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         result = dict(data)
         for key in self.key_iterator(result):
-            result[key] = read_image(Path(result[key]), self.dicom).image
+            path = Path(result[key])
+            image = read_image(path, self.dicom).image
+            if self.spatial_dims is not None and image.ndim - 1 != self.spatial_dims:
+                raise DataError(f"{path}: a {image.ndim - 1}D image where {self.spatial_dims}D images are expected "
+                                f"(shape {tuple(image.shape[1:])})")
+            result[key] = image
         return result

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from monai.data import DataLoader
+from monai.transforms import Compose
 from torch import nn
 
 from pipeline.config import Config
-from pipeline.data import SPLITS, DatasetInfo, describe_dataset, make_dataset, make_loader, read_medmnist
-from pipeline.errors import ConfigError
+from pipeline.data import SPLITS, DatasetInfo, make_dataset, make_loader
+from pipeline.data.dicom import DicomOptions
+from pipeline.data.readers import ReadImaged, read_image
+from pipeline.data.sources import SourceData, load_source, split_table
+from pipeline.errors import ConfigError, DataError
 from pipeline.losses import FeatureTap, VariancePenalizedLoss
 from pipeline.networks import NetworkSpec, build_network
 from pipeline.transforms import preprocessing_transforms
+from pipeline.transforms.policy import build_augmentation
 
-__all__ = ["PreparedData", "prepare_data", "make_network", "make_loss", "make_optimizer", "make_scheduler",
+__all__ = ["PreparedData", "prepare_data", "deterministic_transforms", "make_network", "make_loss", "make_optimizer",
+           "make_scheduler",
            "select_device", "autocast_dtype"]
 
 logger = logging.getLogger(__name__)
@@ -27,23 +34,87 @@ class PreparedData:
     info: DatasetInfo
     loaders: dict[str, DataLoader]
     sizes: dict[str, int]
+    split_table: list[dict] = field(default_factory=list)
+    split_made_here: bool = False
+    skipped: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS) -> PreparedData:
-    """Read the dataset, preprocess it (cached in memory when configured) and wrap each split in a loader."""
-    arrays = read_medmnist(config.data.path, config.data.spatial_dims)
-    info = describe_dataset(arrays, config.data.task, config.data.class_names, str(config.data.path))
-    transform = preprocessing_transforms(config.preprocessing, info.spatial_dims)
+def _dicom_options(config: Config) -> DicomOptions:
+    settings = config.data.dicom
+    return DicomOptions(series_uid=settings.series_uid, uneven_spacing=settings.uneven_spacing,
+                        missing_slices=settings.missing_slices, gantry_tilt=settings.gantry_tilt)
+
+
+def _drop_bad_items(source: SourceData, reader: ReadImaged) -> list[dict]:
+    """Read every item once; drop those that fail, returning ``{"item", "split", "reason"}`` for each."""
+    skipped = []
+    for split, items in source.splits.items():
+        kept = []
+        for item in items:
+            try:
+                reader({"image": item["image"]})
+                kept.append(item)
+            except DataError as error:
+                skipped.append({"item": item["name"], "split": split, "reason": str(error)})
+        source.splits[split] = kept
+    return skipped
+
+
+def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int) -> Compose:
+    """Reading (file sources) and preprocessing: what training, evaluation and export share."""
+    steps: list = []
+    if source.from_files:
+        steps.append(ReadImaged(keys="image", dicom=_dicom_options(config), spatial_dims=spatial_dims))
+    steps.append(preprocessing_transforms(config.preprocessing, spatial_dims))
+    return Compose(steps)
+
+
+def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
+    first = source.splits["train"][0]
+    image = read_image(Path(first["image"]), _dicom_options(config)).image
+    spatial_dims = image.ndim - 1
+    if config.data.spatial_dims not in ("auto", spatial_dims):
+        raise DataError(f"{first['image']}: a {spatial_dims}D image but data.spatial_dims = {config.data.spatial_dims}")
+    sample = deterministic_transforms(config, source, spatial_dims)({"image": first["image"], "label": first["label"]})
+    return DatasetInfo(task=source.task, class_names=source.class_names, in_channels=int(sample["image"].shape[0]),
+                       spatial_dims=spatial_dims, spatial_shape=tuple(sample["image"].shape[1:]))
+
+
+def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None) -> PreparedData:
+    """Read the source, preprocess (cached as configured), add training augmentation, and wrap splits in loaders.
+
+    Raises:
+        DataError: for unreadable items when ``data.on_bad_item`` is ``error`` (the default), and for sources
+            that do not fit the configuration.
+    """
+    source = load_source(config)
+    skipped: list[dict] = []
+    if source.from_files and config.data.on_bad_item == "skip":
+        probe = ReadImaged(keys="image", dicom=_dicom_options(config),
+                           spatial_dims=None if config.data.spatial_dims == "auto" else config.data.spatial_dims)
+        skipped = _drop_bad_items(source, probe)
+        if skipped:
+            logger.warning("skipped %d unreadable item(s); reasons in the run directory's skipped_items.csv",
+                           len(skipped))
+    info = source.info if source.info is not None else _file_source_info(config, source)
+    base = deterministic_transforms(config, source, info.spatial_dims)
+    augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:
-        dataset = make_dataset(arrays[split], info.task, transform, cache=config.data.cache == "memory")
+        transform = Compose([base, *augmentation]) if split == "train" and augmentation else base
+        items = [{"image": item["image"], "label": item["label"], "name": item["name"]} for item in source.splits[split]]
+        dataset = make_dataset(items, transform, config.data.cache,
+                               cache_dir / split if cache_dir is not None else None)
         batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
         loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train",
                                      num_workers=config.data.num_workers, seed=config.training.seed)
     logger.info("data %s: %s task, classes %s, %dD, %d channel(s), %s", config.data.path.name, info.task,
                 info.class_names, info.spatial_dims, info.in_channels,
-                ", ".join(f"{split} {len(arrays[split])}" for split in splits))
-    return PreparedData(info=info, loaders=loaders, sizes={split: len(arrays[split]) for split in splits})
+                ", ".join(f"{split} {len(source.splits[split])}" for split in splits))
+    return PreparedData(info=info, loaders=loaders, sizes={split: len(source.splits[split]) for split in splits},
+                        split_table=split_table(source), split_made_here=source.split_made_here, skipped=skipped,
+                        notes=config.augmentation.override_warnings())
 
 
 def make_network(config: Config, info: DatasetInfo, sample_shape: tuple[int, ...]) -> nn.Module:

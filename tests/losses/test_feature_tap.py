@@ -7,10 +7,15 @@ from monai.handlers import ValidationHandler
 from monai.networks.nets import resnet18
 
 from pipeline.config import PreprocessingConfig
-from pipeline.data import SplitItems, make_dataset, read_medmnist
+from pipeline.data import encode_labels, make_dataset, read_medmnist
 from pipeline.losses import FeatureTap, VariancePenalizedLoss
 from pipeline.networks import NETWORKS, NetworkSpec, build_network
 from pipeline.transforms import preprocessing_transforms
+
+
+def items(split, count):
+    labels = encode_labels(split.labels[:count], "binary")
+    return [{"image": image, "label": label} for image, label in zip(split.images[:count], labels, strict=True)]
 
 
 def small_resnet():
@@ -98,10 +103,8 @@ def test_every_tap_choice_works_for_every_network(name, spatial_dims):
 def test_tap_inside_monai_supervised_trainer_with_evaluator_between_epochs(demo_data):
     splits = read_medmnist(demo_data)
     transform = preprocessing_transforms(PreprocessingConfig(), spatial_dims=2)
-    train = make_dataset(SplitItems(splits["train"].images[:96], splits["train"].labels[:96]), "binary",
-                         transform, cache=True)
-    val = make_dataset(SplitItems(splits["val"].images[:32], splits["val"].labels[:32]), "binary", transform,
-                       cache=True)
+    train = make_dataset(items(splits["train"], 96), transform, cache="memory")
+    val = make_dataset(items(splits["val"], 32), transform, cache="memory")
     network = build_network(NetworkSpec("simplecnn", 2, 1, 1, options={"channels": (8, 8, 16, 16)}))
     tap = FeatureTap(network, "last_block")
     loss = VariancePenalizedLoss(variance_weight=0.5, feature_sampling_ratio=0.2, task="binary",
