@@ -34,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default=None,
                           help="default: the run's evaluation.checkpoint (best)")
 
+    preview = verbs.add_parser("preview", help="write a PNG of a few items before and after preprocessing")
+    preview.add_argument("config", type=Path)
+    preview.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    preview.add_argument("--out", type=Path, default=Path("preview.png"))
+    preview.add_argument("--count", type=int, default=6)
+
+    demo_dicom = verbs.add_parser("make-demo-dicom", help="write a DICOM folder dataset from the embedded demo")
+    demo_dicom.add_argument("out", type=Path)
+    demo_dicom.add_argument("--per-class", type=int, default=150)
+
     validate = verbs.add_parser("validate", help="check a YAML config without training")
     validate.add_argument("config", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -97,16 +107,49 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expected_error(error: BaseException) -> MedvpError | None:
+    """The user-facing error behind ``error``: MONAI's engines and transforms wrap what they call raised."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, MedvpError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.engine.preview import write_preview
+
+    config = load_config(args.config, args.overrides)
+    print(f"written: {write_preview(config, args.out, args.count)}")
+    return 0
+
+
+def _make_demo_dicom(args: argparse.Namespace) -> int:
+    from pipeline.data.demo_dicom import write_demo_dicom
+
+    demo = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist.npz"
+    if not demo.is_file():
+        raise MedvpError(f"{demo}: the embedded demo dataset is missing (install medvp from its repository)")
+    counts = write_demo_dicom(demo, args.out, per_class=args.per_class)
+    print(f"written: {args.out} ({', '.join(f'{name} {count}' for name, count in counts.items())} DICOM files)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug, args.quiet)
-    verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate}
+    verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
+             "make-demo-dicom": _make_demo_dicom}
     try:
         return verbs[args.verb](args)
-    except MedvpError as error:
-        if args.debug:
+    except Exception as error:
+        expected = _expected_error(error)
+        if expected is None or args.debug:
             raise
-        for line in str(error).splitlines():
+        for line in str(expected).splitlines():
             print(f"medvp: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -40,7 +40,7 @@ class PreparedData:
     notes: list[str] = field(default_factory=list)
 
 
-def _dicom_options(config: Config) -> DicomOptions:
+def dicom_options(config: Config) -> DicomOptions:
     settings = config.data.dicom
     return DicomOptions(series_uid=settings.series_uid, uneven_spacing=settings.uneven_spacing,
                         missing_slices=settings.missing_slices, gantry_tilt=settings.gantry_tilt)
@@ -65,14 +65,14 @@ def deterministic_transforms(config: Config, source: SourceData, spatial_dims: i
     """Reading (file sources) and preprocessing: what training, evaluation and export share."""
     steps: list = []
     if source.from_files:
-        steps.append(ReadImaged(keys="image", dicom=_dicom_options(config), spatial_dims=spatial_dims))
+        steps.append(ReadImaged(keys="image", dicom=dicom_options(config), spatial_dims=spatial_dims))
     steps.append(preprocessing_transforms(config.preprocessing, spatial_dims))
     return Compose(steps)
 
 
 def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
     first = source.splits["train"][0]
-    image = read_image(Path(first["image"]), _dicom_options(config)).image
+    image = read_image(Path(first["image"]), dicom_options(config)).image
     spatial_dims = image.ndim - 1
     if config.data.spatial_dims not in ("auto", spatial_dims):
         raise DataError(f"{first['image']}: a {spatial_dims}D image but data.spatial_dims = {config.data.spatial_dims}")
@@ -91,7 +91,7 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     source = load_source(config)
     skipped: list[dict] = []
     if source.from_files and config.data.on_bad_item == "skip":
-        probe = ReadImaged(keys="image", dicom=_dicom_options(config),
+        probe = ReadImaged(keys="image", dicom=dicom_options(config),
                            spatial_dims=None if config.data.spatial_dims == "auto" else config.data.spatial_dims)
         skipped = _drop_bad_items(source, probe)
         if skipped:
@@ -103,7 +103,7 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     loaders = {}
     for split in splits:
         transform = Compose([base, *augmentation]) if split == "train" and augmentation else base
-        items = [{"image": item["image"], "label": item["label"], "name": item["name"]} for item in source.splits[split]]
+        items = [{key: item[key] for key in ("image", "label", "name")} for item in source.splits[split]]
         dataset = make_dataset(items, transform, config.data.cache,
                                cache_dir / split if cache_dir is not None else None)
         batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size

@@ -62,7 +62,7 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     Returns:
         (probabilities, labels, task, class names); binary probabilities are the positive class's, shape (N,).
     """
-    data = prepare_data(config, splits=(split,))
+    data = prepare_data(config, splits=(split,), cache_dir=run_dir / "cache")
     info = data.info
     loader = data.loaders[split]
     device = select_device(config)

@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 
 from pipeline.evaluation import plot_curves
 
-__all__ = ["EpochHistory", "json_safe"]
+__all__ = ["EpochHistory", "json_safe", "write_table"]
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_classification", "train_variance", "train_accuracy",
            "val_loss", "val_accuracy", "val_auc", "epoch_seconds")
@@ -27,6 +27,14 @@ def json_safe(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     return value
+
+
+def write_table(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    """Write ``rows`` as CSV with ``columns``."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 class EpochHistory:
@@ -65,9 +73,6 @@ class EpochHistory:
             "epoch_seconds": time.perf_counter() - self._epoch_start,
         }
         self.records.append(record)
-        with open(self.run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.records)
+        write_table(self.run_dir / "metrics.csv", self.records, COLUMNS)
         (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
         plot_curves(self.records, self.run_dir / "curves.png", self.title)

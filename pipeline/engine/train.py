@@ -39,7 +39,7 @@ from pipeline.engine.components import (
     prepare_data,
     select_device,
 )
-from pipeline.engine.history import EpochHistory, json_safe
+from pipeline.engine.history import EpochHistory, json_safe, write_table
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
 
 __all__ = ["TrainResult", "train", "create_run_dir", "hardware_description", "CHECKPOINT_DIR", "BEST_CHECKPOINT"]
@@ -100,8 +100,14 @@ def train(config: Config, run_dir: Path | None = None) -> TrainResult:
     device = select_device(config)
     amp_dtype = autocast_dtype(config, device)
 
-    data = prepare_data(config, splits=("train", "val"))
+    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache")
     info = data.info
+    write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))
+    if data.skipped:
+        write_table(run_dir / "skipped_items.csv", data.skipped, ("item", "split", "reason"))
+        logger.warning("skipped %d unreadable item(s): see %s", len(data.skipped), run_dir / "skipped_items.csv")
+    for note in data.notes:
+        logger.warning(note)
     sample_shape = tuple(data.loaders["train"].dataset[0]["image"].shape)
     network = make_network(config, info, sample_shape).to(device)
     loss, tap = make_loss(config, info.task, network)
@@ -197,6 +203,8 @@ def train(config: Config, run_dir: Path | None = None) -> TrainResult:
         "autocast": str(amp_dtype) if amp_dtype else None, "task": info.task, "class_names": info.class_names,
         "in_channels": info.in_channels, "spatial_dims": info.spatial_dims, "input_shape": list(sample_shape),
         "taps": tap.layer_names if tap else [], "versions": {"monai": monai.__version__, "torch": torch.__version__},
+        "split_made_here": data.split_made_here, "items": data.sizes, "skipped_items": len(data.skipped),
+        "unsafe_augmentation": data.notes,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
     logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
