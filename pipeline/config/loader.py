@@ -89,7 +89,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"{source}: {key}: required key is missing")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {key} = {item.get('input')!r}: {message}")
+            value = repr(item.get("input"))
+            value = value if len(value) <= 60 else value[:57] + "..."
+            lines.append(f"{source}: {key} = {value}: {message}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.losses import TAP_CHOICES
 from pipeline.networks import NETWORKS
@@ -96,18 +96,23 @@ class PreprocessingConfig(_Section):
 
 
 class AugmentationConfig(_Section):
-    transforms: list[dict] = Field(default_factory=list, description="entries {name, prob, ...} from the "
-                                   "clinically safe allow-list (pipeline/transforms/policy.py)")
     laterality_invariant: bool = Field(False, description="the anatomy has no left/right meaning (flips allowed)")
     allow_unsafe_augmentation: bool = False
+    transforms: list[dict] = Field(default_factory=list, description="entries {name, prob, ...} from the "
+                                   "clinically safe allow-list (pipeline/transforms/policy.py)")
 
-    @model_validator(mode="after")
-    def _policy(self) -> AugmentationConfig:
-        for spec in self.transforms:
+    @field_validator("transforms")
+    @classmethod
+    def _policy(cls, transforms: list[dict], info: ValidationInfo) -> list[dict]:
+        for index, spec in enumerate(transforms):
             if not isinstance(spec.get("name"), str):
-                raise ValueError(f"each augmentation needs a name, got {spec!r}")
-            check_augmentation(spec, self.laterality_invariant, self.allow_unsafe_augmentation)
-        return self
+                raise ValueError(f"entry {index} needs a name")
+            try:
+                check_augmentation(spec, info.data.get("laterality_invariant", False),
+                                   info.data.get("allow_unsafe_augmentation", False))
+            except ValueError as error:
+                raise ValueError(f"entry {index}: {error}") from None
+        return transforms
 
     def override_warnings(self) -> list[str]:
         """What ``allow_unsafe_augmentation`` let through (recorded in the run's metadata)."""
