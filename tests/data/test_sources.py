@@ -3,13 +3,13 @@ import json
 from collections import Counter
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.config import parse_config
-from pipeline.data.splits import grouped_stratified_split
 from pipeline.data.sources import load_source, split_table
+from pipeline.data.splits import grouped_stratified_split
 from pipeline.engine.components import prepare_data
 from pipeline.errors import DataError
 

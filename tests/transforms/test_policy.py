@@ -18,7 +18,8 @@ def test_allow_listed_augmentations_within_bounds_validate(tmp_path):
 
 
 @pytest.mark.parametrize("entry,message", [
-    ({"name": "rotate", "degrees": 30}, "'rotate': degrees = 30 is outside the clinical bound \\(at most 10 degrees\\)"),
+    ({"name": "rotate", "degrees": 30},
+     "'rotate': degrees = 30 is outside the clinical bound \\(at most 10 degrees\\)"),
     ({"name": "zoom", "range": [0.5, 1.5]}, "'zoom': range = \\[0.5, 1.5\\] is outside the clinical bound"),
     ({"name": "elastic"}, "'elastic' is refused: elastic deformation changes the shape of anatomy"),
     ({"name": "histogram_equalization"}, "refused: histogram equalization destroys .*Hounsfield"),
