@@ -152,3 +152,10 @@ def test_errors_and_metadata_never_carry_patient_identifiers(tmp_path):
         read_image(truncated)
     assert "truncated.dcm" in str(raised.value)
     assert name not in str(raised.value) and patient_id not in str(raised.value)
+
+
+def test_extensionless_dicom_is_recognised_by_its_preamble(tmp_path):
+    target = tmp_path / "IM0001"
+    shutil.copy(SHARED / "single" / "CT_small.dcm", target)
+    assert np.array_equal(np.asarray(read_image(target).image), np.asarray(read_image(SHARED / "single" /
+                                                                                      "CT_small.dcm").image))
