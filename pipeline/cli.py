@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo_dicom.add_argument("out", type=Path)
     demo_dicom.add_argument("--per-class", type=int, default=150)
 
+    benchmark = verbs.add_parser("benchmark", help="run a benchmark spec (finished runs are skipped)")
+    benchmark.add_argument("spec", type=Path)
+
+    report = verbs.add_parser("report", help="regenerate the benchmark document from raw results")
+    report.add_argument("results", type=Path, nargs="+", help="results folders (each with spec.json)")
+    report.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+
     validate = verbs.add_parser("validate", help="check a YAML config without training")
     validate.add_argument("config", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -127,6 +134,22 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from pipeline.benchmark import load_spec, run_benchmark
+
+    spec = load_spec(args.spec)
+    progress = run_benchmark(spec)
+    print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.benchmark.report import PREAMBLE, write_report
+
+    print(f"written: {write_report(args.results, args.out, PREAMBLE)}")
+    return 0
+
+
 def _make_demo_dicom(args: argparse.Namespace) -> int:
     from pipeline.data.demo_dicom import write_demo_dicom
 
@@ -142,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug, args.quiet)
     verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
-             "make-demo-dicom": _make_demo_dicom}
+             "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report}
     try:
         return verbs[args.verb](args)
     except Exception as error:

@@ -76,14 +76,14 @@ def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, model: type[BaseModel] = Config) -> str:
     """One line per problem: ``source: key.path = value: what is expected``."""
     lines = []
     for item in error.errors():
         location = tuple(item["loc"])
         key = ".".join(str(part) for part in location) or "(top level)"
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(Config, location)
+            allowed = _allowed_keys(model, location)
             lines.append(f"{source}: {key}: unknown key; expected one of {', '.join(allowed)}")
         elif item["type"] == "missing":
             lines.append(f"{source}: {key}: required key is missing")

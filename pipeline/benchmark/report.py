@@ -1,0 +1,157 @@
+"""Tables and plots from a benchmark's raw results: mean +- sd and 95% intervals over seeds, paired differences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from scipy import stats
+
+from pipeline.errors import DataError
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["PREAMBLE", "load_results", "summarize", "paired_difference", "render_report", "write_report"]
+
+PREAMBLE = """# Benchmarks: does the variance penalty reduce overfitting?
+
+Regenerated from the raw results in `benchmarks/results/` by `medvp report`; the specs are in
+`benchmarks/specs/`. Every arm is trained identically except for its regularizer, over several seeds, on the
+official splits; checkpoints are chosen on the validation split and the test split is read once per run, after
+training. Cells are mean ± sd over seeds.
+
+"""
+
+_COLUMNS = (("test", "accuracy", "test acc"), ("test", "auc", "test AUC"), ("test", "balanced_accuracy", "bal. acc"),
+            ("test", "nll", "test NLL"), ("test", "ece", "test ECE"), ("test_last_epoch", "accuracy", "last-epoch acc"),
+            ("test_last_epoch", "auc", "last-epoch AUC"), ("gaps", "accuracy_train_minus_test", "acc gap train-test"))
+
+
+def load_results(results_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """The spec (``spec.json``) and the per-run results by arm, seeds sorted."""
+    spec_path = results_dir / "spec.json"
+    if not spec_path.is_file():
+        raise DataError(f"{results_dir}: not a benchmark results folder (no spec.json)")
+    spec = json.loads(spec_path.read_text())
+    by_arm: dict[str, list[dict]] = {}
+    for path in sorted(results_dir.glob("*/seed_*.json")):
+        result = json.loads(path.read_text())
+        by_arm.setdefault(result["arm"], []).append(result)
+    for results in by_arm.values():
+        results.sort(key=lambda r: r["seed"])
+    return spec, {arm: by_arm[arm] for arm in spec["arms"] if arm in by_arm}
+
+
+def summarize(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean, sample sd and the t-based interval of the mean."""
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return {"n": len(array), "mean": mean, "sd": None, "low": None, "high": None}
+    sd = float(array.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(array) - 1) * sd / np.sqrt(len(array)))
+    return {"n": len(array), "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
+
+
+def paired_difference(arm: list[dict], reference: list[dict], section: str, metric: str) -> dict | None:
+    """Arm minus reference over the seeds both have: mean, 95% interval and the paired t-test's p-value."""
+    reference_by_seed = {r["seed"]: r[section][metric] for r in reference}
+    pairs = [(r[section][metric], reference_by_seed[r["seed"]]) for r in arm if r["seed"] in reference_by_seed]
+    if len(pairs) < 2:
+        return None
+    differences = [a - b for a, b in pairs]
+    summary = summarize(differences)
+    summary["p"] = float(stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
+    return summary
+
+
+def _cell(summary: dict, digits: int = 3) -> str:
+    if summary["sd"] is None:
+        return f"{summary['mean']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f} ± {summary['sd']:.{digits}f}"
+
+
+def _plot_curves(spec: dict, by_arm: dict[str, list[dict]], path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for arm, results in by_arm.items():
+        length = min(len(r["history"]) for r in results)
+        epochs = np.arange(1, length + 1)
+        for axis, key in zip(axes, ("val_loss", "val_auc"), strict=True):
+            values = np.asarray([[h[key] for h in r["history"][:length]] for r in results])
+            mean, sd = values.mean(0), values.std(0)
+            (line,) = axis.plot(epochs, mean, label=arm)
+            axis.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+        train = np.asarray([[h["train_classification"] for h in r["history"][:length]] for r in results]).mean(0)
+        axes[0].plot(epochs, train, linestyle=":", color=line.get_color())
+    axes[0].set_title("classification loss: validation (solid, ±sd band) and train (dotted)")
+    axes[1].set_title("validation AUC (mean ± sd over seeds)")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    figure.suptitle(spec["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def render_report(results_dir: Path, figure_path: Path | None = None, figure_link: str | None = None) -> str:
+    """A markdown section for one benchmark: per-arm table, paired differences against ``ce``, curves."""
+    spec, by_arm = load_results(results_dir)
+    if not by_arm:
+        raise DataError(f"{results_dir}: no results yet")
+    any_result = next(iter(by_arm.values()))[0]
+    lines = [f"## {spec['name']}", "", spec.get("description", "").strip(), "",
+             f"Base config `{Path(spec['base_config']).name}` with `{' '.join(spec['overrides'])}`; "
+             f"seeds {spec['seeds']}. Hardware: {any_result['hardware']}; versions {any_result['versions']}. "
+             f"Model selection: {any_result['selection']}; the test split is read once per run, after training.",
+             "", "| arm | seeds | " + " | ".join(title for _, _, title in _COLUMNS) + " | best epoch |",
+             "|---|---|" + "---|" * (len(_COLUMNS) + 1)]
+    for arm, results in by_arm.items():
+        cells = [_cell(summarize([r[section][metric] for r in results])) for section, metric, _ in _COLUMNS]
+        cells.append(_cell(summarize([r["best_epoch"] for r in results]), 1))
+        lines.append(f"| {arm} | {len(results)} | " + " | ".join(cells) + " |")
+    lines += ["", "95% intervals of the mean (t distribution over seeds):", "",
+              "| arm | test accuracy | test AUC |", "|---|---|---|"]
+    for arm, results in by_arm.items():
+        intervals = []
+        for metric in ("accuracy", "auc"):
+            s = summarize([r["test"][metric] for r in results])
+            intervals.append("n/a" if s["low"] is None else f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]")
+        lines.append(f"| {arm} | " + " | ".join(intervals) + " |")
+    if spec.get("published"):
+        lines += ["", "Published figures on the same test split (not run here):", "", "| method | test AUC | test "
+                  "accuracy | source |", "|---|---|---|---|"]
+        lines += [f"| {row['method']} | {row['auc']} | {row['accuracy']} | {row['source']} |"
+                  for row in spec["published"]]
+    reference = by_arm.get("ce", [])
+    lines += ["", "Paired differences against `ce` (same seeds; mean, 95% interval, paired t-test):", "",
+              "| arm | Δ test accuracy | p | Δ test AUC | p |", "|---|---|---|---|---|"]
+    for arm, results in by_arm.items():
+        if arm == "ce":
+            continue
+        cells = []
+        for metric in ("accuracy", "auc"):
+            d = paired_difference(results, reference, "test", metric)
+            cells += ["n/a", "n/a"] if d is None else [f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
+                                                       f"{d['p']:.3f}"]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if figure_path is not None:
+        _plot_curves(spec, by_arm, figure_path)
+        lines += ["", f"![curves]({figure_link or figure_path.name})"]
+    if spec.get("conclusion", "").strip():
+        lines += ["", "**What we saw.** " + " ".join(spec["conclusion"].split())]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results_dirs: list[Path], out: Path, preamble: str = "") -> Path:
+    """Regenerate the benchmark document from raw results folders (plots go beside it)."""
+    sections = []
+    for results_dir in results_dirs:
+        figure = out.parent / "benchmarks" / f"{results_dir.name}_curves.png"
+        sections.append(render_report(results_dir, figure, f"benchmarks/{figure.name}"))
+    out.write_text(preamble + "\n".join(sections), encoding="utf-8")
+    return out

@@ -1,0 +1,105 @@
+"""Run every (arm, seed) of a benchmark spec, saving each result as it finishes; finished runs are skipped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.benchmark.spec import BenchmarkSpec, arm_overrides
+from pipeline.config import load_config
+from pipeline.engine import load_run_config, predict_split, train
+from pipeline.engine.history import json_safe
+from pipeline.evaluation import classification_metrics
+
+__all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
+
+logger = logging.getLogger(__name__)
+
+_HISTORY_KEYS = ("epoch", "train_classification", "train_variance", "train_accuracy", "val_loss", "val_accuracy",
+                 "val_auc")
+
+
+def result_path(spec: BenchmarkSpec, arm: str, seed: int) -> Path:
+    return spec.results / arm / f"seed_{seed}.json"
+
+
+def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
+    config = load_run_config(run_dir)
+    probabilities, labels, task, class_names = predict_split(config, run_dir, split, which)
+    metrics = classification_metrics(probabilities, labels, task, len(class_names))
+    metrics.pop("confusion_matrix", None)
+    return metrics
+
+
+def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
+    """Train one (arm, seed), measure it, and write its result JSON. The test split is read only here, after
+    training, with the checkpoint that validation AUC chose (and, for comparison, the last one)."""
+    run_dir = spec.runs / spec.name / arm / f"seed_{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted run starts over
+    overrides = [*arm_overrides(spec, arm), f"training.seed={seed}", "evaluation.splits=[]",
+                 "training.progress_bar=false"]
+    config = load_config(spec.base_config, overrides)
+    started = time.perf_counter()
+    trained = train(config, run_dir)
+    selected = {split: _split_metrics(run_dir, split, "best") for split in ("train", "val", "test")}
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    history = json.loads((run_dir / "metrics.json").read_text())
+    result = {
+        "spec": spec.name, "arm": arm, "seed": seed, "overrides": overrides,
+        "selection": "checkpoint with the highest validation AUC (first reached)",
+        "test": selected["test"], "val": selected["val"], "train": selected["train"],
+        "test_last_epoch": _split_metrics(run_dir, "test", "last"),
+        "gaps": {
+            "accuracy_train_minus_val": selected["train"]["accuracy"] - selected["val"]["accuracy"],
+            "accuracy_train_minus_test": selected["train"]["accuracy"] - selected["test"]["accuracy"],
+            "loss_train_minus_val": selected["train"]["nll"] - selected["val"]["nll"],
+            "loss_train_minus_test": selected["train"]["nll"] - selected["test"]["nll"],
+        },
+        "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
+        "train_seconds": trained.seconds, "wall_seconds": time.perf_counter() - started,
+        "hardware": summary["hardware"], "versions": summary["versions"],
+        "history": [{key: record[key] for key in _HISTORY_KEYS} for record in history],
+    }
+    path = result_path(spec, arm, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(result), indent=1), encoding="utf-8")
+    return result
+
+
+@dataclass
+class BenchmarkProgress:
+    done: int
+    total: int
+    seconds_per_run: float | None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        return None if self.seconds_per_run is None else (self.total - self.done) * self.seconds_per_run
+
+
+def run_benchmark(spec: BenchmarkSpec, report=print) -> BenchmarkProgress:
+    """Run the spec's missing (arm, seed) pairs, seeds in the outer loop so that a partial benchmark covers
+    every arm; ``report`` receives one progress line per run."""
+    spec.results.mkdir(parents=True, exist_ok=True)
+    (spec.results / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1), encoding="utf-8")
+    pairs = [(arm, seed) for seed in spec.seeds for arm in spec.arms]
+    done = sum(result_path(spec, arm, seed).is_file() for arm, seed in pairs)
+    durations: list[float] = []
+    if done:
+        report(f"{done}/{len(pairs)} runs already finished: skipped")
+    for arm, seed in pairs:
+        if result_path(spec, arm, seed).is_file():
+            continue
+        started = time.perf_counter()
+        result = run_one(spec, arm, seed)
+        durations.append(time.perf_counter() - started)
+        done += 1
+        progress = BenchmarkProgress(done, len(pairs), sum(durations) / len(durations))
+        report(f"[{done}/{len(pairs)}] {arm} seed {seed}: test accuracy {result['test']['accuracy']:.4f}, "
+               f"AUC {result['test']['auc']:.4f} ({durations[-1]:.0f} s; ETA {progress.eta_seconds / 60:.1f} min)")
+    return BenchmarkProgress(done, len(pairs), sum(durations) / len(durations) if durations else None)
