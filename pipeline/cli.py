@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark = verbs.add_parser("benchmark", help="run a benchmark spec (finished runs are skipped)")
     benchmark.add_argument("spec", type=Path)
 
+    tune = verbs.add_parser("tune", help="search an arm's hyperparameters on the validation split (Optuna)")
+    tune.add_argument("config", type=Path)
+    tune.add_argument("--trials", type=int, default=20)
+    tune.add_argument("--arm", default="vp_tuned", help="vp_tuned, ce_dropout, ce_label_smoothing, ce_weight_decay")
+    tune.add_argument("--out", type=Path, default=Path("runs/tuning"))
+    tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out)")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
     report = verbs.add_parser("report", help="regenerate the benchmark document from raw results")
     report.add_argument("results", type=Path, nargs="+", help="results folders (each with spec.json)")
     report.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
@@ -143,6 +151,15 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from pipeline.benchmark.tuning import tune
+
+    study = tune(args.config, args.arm, args.trials, args.out, args.overrides, args.storage)
+    print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
+          f"written: {args.out / f'best_{args.arm}.json'}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pipeline.benchmark.report import PREAMBLE, write_report
 
@@ -165,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug, args.quiet)
     verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
-             "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report}
+             "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report,
+             "tune": _tune}
     try:
         return verbs[args.verb](args)
     except Exception as error:

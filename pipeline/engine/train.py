@@ -7,11 +7,13 @@ import logging
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import monai
 import torch
+from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from ignite.metrics import Accuracy, Average, Loss
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -82,8 +84,12 @@ def _want_progress_bar(setting: bool | str) -> bool:
     return sys.stderr.isatty() if setting == "auto" else bool(setting)
 
 
-def train(config: Config, run_dir: Path | None = None) -> TrainResult:
+def train(config: Config, run_dir: Path | None = None,
+          on_validation: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train and validate every epoch; write checkpoints, metrics and curves to the run directory.
+
+    ``on_validation(epoch, metrics)`` is called after each validation (hyperparameter search prunes there; an
+    exception it raises ends training and propagates).
 
     The best checkpoint (highest validation AUC) is ``checkpoints/best.pt``: the network's state dict.
     ``checkpoints/checkpoint_epoch=N.pt`` holds the last epoch's network, optimizer, scheduler and trainer state.
@@ -179,6 +185,9 @@ def train(config: Config, run_dir: Path | None = None) -> TrainResult:
     save_dict["trainer"] = trainer
     CheckpointSaver(save_dir=str(checkpoint_dir), save_dict=save_dict, save_interval=1, n_saved=1,
                     epoch_level=True).attach(trainer)
+    if on_validation is not None:
+        evaluator.add_event_handler(Events.COMPLETED,
+                                    lambda engine: on_validation(trainer.state.epoch, dict(engine.state.metrics)))
     if config.training.early_stopping_patience > 0:
         EarlyStopHandler(patience=config.training.early_stopping_patience,
                          score_function=stopping_fn_from_metric(KEY_METRIC), trainer=trainer,

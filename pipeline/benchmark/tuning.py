@@ -1,0 +1,84 @@
+"""Hyperparameter search for an arm on the validation split only: Optuna TPE with median pruning."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from pipeline.config import Config, load_config
+from pipeline.engine import train
+from pipeline.errors import ConfigError
+
+__all__ = ["SEARCH_SPACES", "tune", "trial_overrides"]
+
+logger = logging.getLogger(__name__)
+
+
+def _vp(trial: optuna.Trial) -> dict:
+    return {"variance_weight": trial.suggest_float("variance_weight", 1e-4, 1.0, log=True),
+            "feature_sampling_ratio": trial.suggest_float("feature_sampling_ratio", 0.05, 1.0),
+            "lambda_": trial.suggest_float("lambda_", 0.25, 2.0),
+            "taps": trial.suggest_categorical("taps", ["last_block", "last_conv", "all_conv"])}
+
+
+#: arm -> (suggest the arm's hyperparameters, turn them into config overrides)
+SEARCH_SPACES: dict[str, tuple[Callable[[optuna.Trial], dict], Callable[[dict], list[str]]]] = {
+    "vp_tuned": (_vp, lambda p: [f"loss.{key}={value}" for key, value in p.items()]),
+    "ce_dropout": (lambda t: {"dropout": t.suggest_float("dropout", 0.0, 0.6)},
+                   lambda p: ["loss.variance_weight=0", f"model.dropout={p['dropout']}"]),
+    "ce_label_smoothing": (lambda t: {"label_smoothing": t.suggest_float("label_smoothing", 0.0, 0.3)},
+                           lambda p: ["loss.variance_weight=0", f"loss.label_smoothing={p['label_smoothing']}"]),
+    "ce_weight_decay": (lambda t: {"weight_decay": t.suggest_float("weight_decay", 1e-6, 1e-2, log=True)},
+                        lambda p: ["loss.variance_weight=0", "optimizer.name=adamw",
+                                   f"optimizer.weight_decay={p['weight_decay']}"]),
+}
+
+
+def trial_overrides(arm: str, params: dict) -> list[str]:
+    return SEARCH_SPACES[arm][1](params)
+
+
+def _pruner_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
+    def report(epoch: int, metrics: dict) -> None:
+        trial.report(float(metrics["val_auc"]), step=epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    return report
+
+
+def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
+         storage: str | None = None, seed: int = 0) -> optuna.Study:
+    """Search ``arm``'s hyperparameters, maximizing the best validation AUC of a run.
+
+    Runs train on the training split and validate on the validation split; the configured evaluation splits
+    are switched off, so the test split is never loaded. The study lives in ``storage`` (any database URL
+    Optuna accepts, so several machines can share one study; default: SQLite in ``out_dir``), and the best
+    parameters are written to ``out_dir/best_<arm>.json``.
+    """
+    if arm not in SEARCH_SPACES:
+        raise ConfigError(f"--arm {arm!r}: expected one of {sorted(SEARCH_SPACES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base: Config = load_config(config_path, list(overrides))
+    storage = storage or f"sqlite:///{(out_dir / 'optuna.db').resolve()}"
+    study = optuna.create_study(study_name=f"{base.output.name}-{arm}", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+                                load_if_exists=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = SEARCH_SPACES[arm][0](trial)
+        config = load_config(config_path, [*overrides, *trial_overrides(arm, params), "evaluation.splits=[]",
+                                           "training.progress_bar=false"])
+        result = train(config, out_dir / "trials" / f"{arm}_{trial.number}", on_validation=_pruner_callback(trial))
+        return result.best_val_auc
+
+    study.optimize(objective, n_trials=trials, catch=())
+    best = {"arm": arm, "params": study.best_params, "best_val_auc": study.best_value,
+            "trials": len(study.trials), "storage": storage}
+    (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
+    return study

@@ -1,0 +1,54 @@
+import json
+
+import optuna
+import pytest
+
+import pipeline.engine.components as components
+from pipeline.benchmark.tuning import _pruner_callback, trial_overrides, tune
+
+
+@pytest.mark.slow
+def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_root, monkeypatch):
+    seen_items = []
+    real_make_dataset = components.make_dataset
+
+    def spy(items, *args, **kwargs):
+        seen_items.extend(item["name"] for item in items)
+        return real_make_dataset(items, *args, **kwargs)
+
+    monkeypatch.setattr(components, "make_dataset", spy)
+    study = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "vp_tuned", trials=2, out_dir=tmp_path,
+                 overrides=["training.max_epochs=1", "model.options={channels: [4, 4, 8, 8]}", "data.batch_size=256"])
+    assert len(study.trials) == 2
+    assert seen_items and not any(name.startswith("test/") for name in seen_items)
+    best = json.loads((tmp_path / "best_vp_tuned.json").read_text())
+    assert set(best["params"]) == {"variance_weight", "feature_sampling_ratio", "lambda_", "taps"}
+    assert best["best_val_auc"] == max(trial.value for trial in study.trials) and (tmp_path / "optuna.db").is_file()
+    # the same storage resumes the study
+    again = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_label_smoothing", trials=1, out_dir=tmp_path,
+                 overrides=["training.max_epochs=1", "model.options={channels: [4, 4, 8, 8]}", "data.batch_size=256"])
+    assert len(again.trials) == 1 and len(optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")) == 2
+
+
+def test_pruning_callback_reports_and_raises_when_the_pruner_says_so():
+    class FakeTrial:
+        reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return len(self.reports) >= 2
+
+    trial = FakeTrial()
+    callback = _pruner_callback(trial)
+    callback(1, {"val_auc": 0.7})
+    with pytest.raises(optuna.TrialPruned):
+        callback(2, {"val_auc": 0.71})
+    assert trial.reports == [(1, 0.7), (2, 0.71)]
+
+
+def test_search_space_overrides_turn_the_penalty_off_for_ce_arms():
+    assert trial_overrides("ce_dropout", {"dropout": 0.2}) == ["loss.variance_weight=0", "model.dropout=0.2"]
+    assert "loss.taps=all_conv" in trial_overrides("vp_tuned", {"variance_weight": 0.1, "feature_sampling_ratio": 0.5,
+                                                                "lambda_": 1.0, "taps": "all_conv"})
