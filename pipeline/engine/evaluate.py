@@ -22,7 +22,7 @@ from pipeline.engine.train import BEST_CHECKPOINT, CHECKPOINT_DIR
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import metrics_with_intervals
 
-__all__ = ["load_run_config", "checkpoint_path", "predict_split", "evaluate_run"]
+__all__ = ["load_run_config", "checkpoint_path", "load_weights", "predict_split", "evaluate_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     return path
 
 
-def _load_weights(network: torch.nn.Module, path: Path) -> None:
+def load_weights(network: torch.nn.Module, path: Path) -> None:
+    """Load a checkpoint (a plain state dict, or an epoch checkpoint's ``network``) with ``weights_only=True``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "network" in state and isinstance(state["network"], dict):
         state = state["network"]
@@ -67,7 +68,7 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     loader = data.loaders[split]
     device = select_device(config)
     network = make_network(config, info, tuple(loader.dataset[0]["image"].shape))
-    _load_weights(network, checkpoint_path(run_dir, which))
+    load_weights(network, checkpoint_path(run_dir, which))
     network.to(device)
     amp_dtype = autocast_dtype(config, device)
     evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=network,
