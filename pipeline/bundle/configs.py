@@ -125,15 +125,16 @@ def train_config(run_config: dict[str, Any], data_file_name: str) -> dict[str, A
     medvp["data"] = {**medvp["data"], "path": "@data_path"}
     medvp["output"] = {**medvp.get("output", {}), "root": "@output_root"}
     return {
-        "imports": ["$import os", "$import pathlib", "$import pipeline.config", "$import pipeline.engine"],
+        "imports": ["$import os", "$import pathlib", "$from pipeline.config import parse_config",
+                    "$from pipeline.engine import create_run_dir", "$from pipeline.engine import evaluate_run",
+                    "$from pipeline.engine import train"],
         "bundle_root": ".",
         "data_path": "$os.path.join(@bundle_root, 'data', " + repr(data_file_name) + ")",
         "output_root": "$os.path.join(@bundle_root, 'runs')",
         "medvp": medvp,
-        "config": "$pipeline.config.parse_config(@medvp, 'configs/train.yaml', pathlib.Path(@bundle_root))",
-        "run_dir": "$pipeline.engine.create_run_dir(@config)",
-        "run": ["$pipeline.engine.train(@config, @run_dir)",
-                "$[pipeline.engine.evaluate_run(@run_dir, split) for split in @config.evaluation.splits]"],
+        "config": "$parse_config(@medvp, 'configs/train.yaml', pathlib.Path(@bundle_root))",
+        "run_dir": "$create_run_dir(@config)",
+        "run": ["$train(@config, @run_dir)", "$[evaluate_run(@run_dir, split) for split in @config.evaluation.splits]"],
     }
 
 

@@ -55,10 +55,11 @@ def image_reader(path: Path) -> PILReader | NibabelReader | PydicomReader:
                     "or a MedMNIST .npz[:split]")
 
 
-def load_image_file(path: Path) -> np.ndarray:
+def load_image_file(path: Path, loaders: dict[str, LoadImage] | None = None) -> np.ndarray:
     """Read one image file with MONAI's ``LoadImage`` and return it channel-first, ``(C, *spatial)``.
 
     Only the pixel data is kept: no header field (and so no patient identifier) leaves this function.
+    ``loaders`` (suffix kind -> LoadImage) reuses the loaders across files; each new one sets up every reader.
 
     Raises:
         DataError: when the suffix is unsupported or the file cannot be read.
@@ -67,7 +68,11 @@ def load_image_file(path: Path) -> np.ndarray:
         >>> load_image_file(Path("chest.png")).shape  # doctest: +SKIP
         (1, 28, 28)
     """
-    loader = LoadImage(reader=image_reader(path), image_only=True, ensure_channel_first=True)
+    kind = IMAGE_SUFFIXES.get(_suffix(path), "")
+    loaders = {} if loaders is None else loaders
+    if kind not in loaders:
+        loaders[kind] = LoadImage(reader=image_reader(path), image_only=True, ensure_channel_first=True)
+    loader = loaders[kind]
     try:
         image = loader(str(path))
     except Exception as error:  # MONAI wraps every reader failure in RuntimeError or the reader's own error
@@ -107,6 +112,7 @@ def collect_inputs(inputs: Sequence[str]) -> list[InputItem]:
         DataError: for a missing path, an unsupported or unreadable named file, or when nothing is left to predict.
     """
     items: list[InputItem] = []
+    loaders: dict[str, LoadImage] = {}
     for spec in inputs:
         path = Path(spec)
         npz_path = Path(spec.partition(":")[0]) if ".npz" in spec.lower() else None
@@ -115,11 +121,11 @@ def collect_inputs(inputs: Sequence[str]) -> list[InputItem]:
         elif path.is_dir():
             for file in _folder_files(path):
                 try:
-                    items.append(InputItem(name=str(file), image=load_image_file(file), path=file))
+                    items.append(InputItem(name=str(file), image=load_image_file(file, loaders), path=file))
                 except DataError as error:
                     logger.warning("skipped %s", error)
         elif path.is_file():
-            items.append(InputItem(name=str(path), image=load_image_file(path), path=path))
+            items.append(InputItem(name=str(path), image=load_image_file(path, loaders), path=path))
         else:
             raise DataError(f"{spec}: no such file or folder")
     if not items:
