@@ -16,6 +16,7 @@ from monai.data import DataLoader  # noqa: E402
 from monai.visualize import GradCAM  # noqa: E402
 from torch import nn  # noqa: E402
 
+from pipeline.inference.inputs import IMAGE_SUFFIXES  # noqa: E402
 from pipeline.inference.model import LoadedModel  # noqa: E402
 from pipeline.inference.predict import Predictions, prediction_dataset  # noqa: E402
 from pipeline.losses.feature_tap import resolve_tap_points  # noqa: E402
@@ -103,8 +104,13 @@ def save_saliency_png(path: Path, image: np.ndarray, heat: np.ndarray, title: st
 
 
 def _file_name(index: int, name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace(":", "_")).name)[-80:]
-    return f"{index:05d}_{stem}.png"
+    """``00007_chest_01.png`` for item 7 named ``.../chest_01.dcm`` (or ``file.npz:test:7``)."""
+    base = Path(name.replace(":", "_")).name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return f"{index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', base)[-80:]}.png"
 
 
 def write_saliency(model: LoadedModel, predictions: Predictions, out_dir: Path, batch_size: int = 64) -> list[Path]:

@@ -162,3 +162,11 @@ def test_network_def_builds_the_same_network_as_medvp(name):
     assert type(from_config) is type(built)
     assert {k: v.shape for k, v in from_config.state_dict().items()} == {k: v.shape for k, v in
                                                                          built.state_dict().items()}
+
+
+def test_export_refuses_a_folder_that_holds_files(small_run, bundle):
+    from pipeline.bundle import export_bundle
+    from pipeline.errors import DataError
+
+    with pytest.raises(DataError, match="exists and is not an empty folder"):
+        export_bundle(small_run, bundle)

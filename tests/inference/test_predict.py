@@ -88,7 +88,8 @@ def test_predict_with_saliency_writes_the_table_and_one_png_per_item(small_run, 
         assert row["predicted"] == ("pneumonia" if probs[1] > probs[0] else "normal")
     assert "Doe" not in out.read_text() and "PID-4711" not in out.read_text()
     pngs = sorted(maps.glob("*.png"))
-    assert len(pngs) == 13
+    assert [path.name for path in pngs[:2]] == ["00000_test_000.png", "00001_test_001.png"]
+    assert len(pngs) == 13 and pngs[-1].name == "00012_x.png"
     with Image.open(pngs[0]) as picture:
         assert picture.width > 300 and picture.height > 200
 
