@@ -170,3 +170,43 @@ def test_export_refuses_a_folder_that_holds_files(small_run, bundle):
 
     with pytest.raises(DataError, match="exists and is not an empty folder"):
         export_bundle(small_run, bundle)
+
+
+@pytest.fixture(scope="module")
+def resnet_run(small_run, tmp_path_factory):
+    """The small run's directory with its network swapped for MONAI's ResNet-18 (28-px stem, untrained weights).
+
+    Only the export machinery is under test here, not the model's quality.
+    """
+    import shutil
+
+    run = tmp_path_factory.mktemp("resnet") / "run"
+    shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("tensorboard", "checkpoint_epoch=*"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"].update(name="resnet18", small_input=True, options={})
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    torch.manual_seed(0)
+    network = build_network(NetworkSpec("resnet18", 2, 1, 1, small_input=True))
+    torch.save(network.state_dict(), run / "checkpoints" / "best.pt")
+    return run
+
+
+def test_a_monai_network_bundle_needs_only_monai(resnet_run, png_folder, run_module, tmp_path):
+    from pipeline.bundle import export_bundle, verify_bundle
+
+    out = export_bundle(resnet_run, tmp_path / "bundle")
+    verify_bundle(out)
+    inference = (out / "configs" / "inference.yaml").read_text()
+    assert "_target_: monai.networks.nets.resnet18" in inference and "pipeline" not in inference
+    metadata = json.loads((out / "configs" / "metadata.json").read_text())
+    assert "medvp" not in metadata["required_packages_version"]
+    assert (out / "models" / "model.ts").stat().st_size > 1_000_000  # ResNet-18 weights, scripted
+    result = run_module("monai.bundle", "run", "--config_file", out / "configs" / "inference.yaml", "--meta_file",
+                        out / "configs" / "metadata.json", "--bundle_root", out, "--dataset_dir", png_folder,
+                        "--output_dir", tmp_path / "eval", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert medvp(["predict", str(out), str(png_folder), "--out", str(tmp_path / "medvp.csv")]) == 0
+    from_bundle = read_probabilities(tmp_path / "eval" / "predictions.csv", skip_header=False)
+    from_medvp = read_probabilities(tmp_path / "medvp.csv", skip_header=True)
+    assert from_bundle.keys() == from_medvp.keys()
+    assert max(np.abs(from_bundle[name] - from_medvp[name]).max() for name in from_bundle) <= 1e-5
