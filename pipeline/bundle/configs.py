@@ -9,8 +9,32 @@ from monai.networks import nets
 from pipeline.config import PreprocessingConfig
 from pipeline.networks import NetworkSpec, network_definition
 
-__all__ = ["IMAGE_SUFFIXES_2D", "IMAGE_SUFFIXES_3D", "network_target", "network_def", "preprocessing_def",
-           "postprocessing_def", "is_monai_network", "inference_config", "train_config"]
+__all__ = ["LOGGING_CONF", "IMAGE_SUFFIXES_2D", "IMAGE_SUFFIXES_3D", "network_target", "network_def",
+           "preprocessing_def", "postprocessing_def", "is_monai_network", "inference_config", "train_config"]
+
+#: ``configs/logging.conf``, which ``monai.bundle run`` reads by default (as in the Model Zoo's bundles).
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
 
 IMAGE_SUFFIXES_2D = [".png", ".jpg", ".jpeg"]
 IMAGE_SUFFIXES_3D = [".nii", ".nii.gz"]

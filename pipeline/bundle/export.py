@@ -6,6 +6,7 @@
       configs/metadata.json   MONAI's mandatory keys, network_data_format, metrics, medvp's mark
       configs/inference.yaml  MONAI components only: read, preprocess, infer, probabilities, CSV
       configs/train.yaml      retrain through medvp with the variance-penalized loss
+      configs/logging.conf    the logging set-up monai.bundle run reads
       models/model.pt         the network's state dict
       models/model.ts         TorchScript, written by MONAI's ckpt_export
       docs/README.md          model card
@@ -27,7 +28,7 @@ import yaml
 from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 
 import pipeline
-from pipeline.bundle.configs import inference_config, is_monai_network, network_def, train_config
+from pipeline.bundle.configs import LOGGING_CONF, inference_config, is_monai_network, network_def, train_config
 from pipeline.bundle.metadata import (
     MARK_KEY,
     METADATA_FILE,
@@ -39,9 +40,8 @@ from pipeline.bundle.metadata import (
     schema_path,
 )
 from pipeline.bundle.readme import bundle_license, bundle_readme
-from pipeline.data import DatasetInfo
 from pipeline.engine.components import network_spec
-from pipeline.engine.evaluate import checkpoint_path, load_run_config
+from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary
 from pipeline.errors import DataError
 
 __all__ = ["export_bundle", "verify_bundle"]
@@ -92,17 +92,11 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = load_run_config(run_dir)
-    summary_path = run_dir / "train_summary.json"
-    if not summary_path.is_file():
-        raise DataError(f"{run_dir}: no train_summary.json; did training finish?")
+    summary, info = load_run_summary(run_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; choose a new bundle folder")
-    summary = _read_json(summary_path)
     which = checkpoint or config.evaluation.checkpoint
     input_shape = list(summary["input_shape"])
-    info = DatasetInfo(task=summary["task"], class_names=list(summary["class_names"]),
-                       in_channels=summary["in_channels"], spatial_dims=summary["spatial_dims"],
-                       spatial_shape=tuple(input_shape[1:]))
     spec = network_spec(config, info)
     run_config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     data_name = Path(run_config["data"]["path"]).name
@@ -113,6 +107,7 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     inference = inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size)
     for name, document in (("inference.yaml", inference), ("train.yaml", train_config(run_config, data_name))):
         (out_dir / "configs" / name).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    (out_dir / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
 
     uses_medvp = not is_monai_network(network_def(spec))
     reports = {split: _read_json(run_dir / f"metrics_{split}.json") for split in ("val", "test")

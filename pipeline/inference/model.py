@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +12,8 @@ from torch import nn
 
 from pipeline.bundle.metadata import MARK_KEY, is_medvp_bundle, read_metadata
 from pipeline.config import PreprocessingConfig
-from pipeline.data import DatasetInfo
 from pipeline.engine.components import make_network
-from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_weights
+from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary, load_weights
 from pipeline.errors import DataError
 from pipeline.networks import NetworkSpec, build_network
 from pipeline.transforms import preprocessing_transforms
@@ -46,14 +44,8 @@ class LoadedModel:
 
 def _from_run(run_dir: Path, which: str | None) -> LoadedModel:
     config = load_run_config(run_dir)
-    summary_path = run_dir / "train_summary.json"
-    if not summary_path.is_file():
-        raise DataError(f"{run_dir}: no train_summary.json; did training finish?")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary, info = load_run_summary(run_dir)
     input_shape = tuple(summary["input_shape"])
-    info = DatasetInfo(task=summary["task"], class_names=list(summary["class_names"]),
-                       in_channels=summary["in_channels"], spatial_dims=summary["spatial_dims"],
-                       spatial_shape=input_shape[1:])
     network = make_network(config, info, input_shape)
     load_weights(network, checkpoint_path(run_dir, which or config.evaluation.checkpoint))
     return LoadedModel(network=network, task=info.task, class_names=info.class_names,

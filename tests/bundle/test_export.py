@@ -31,7 +31,8 @@ def read_probabilities(path, skip_header: bool) -> dict[str, np.ndarray]:
 
 
 def test_bundle_has_the_model_zoo_layout_and_mandatory_metadata(bundle, small_run):
-    for name in ("configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "models/model.pt",
+    for name in ("configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "configs/logging.conf",
+                 "models/model.pt",
                  "models/model.ts", "docs/README.md", "LICENSE"):
         assert (bundle / name).is_file(), name
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
