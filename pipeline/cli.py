@@ -131,13 +131,16 @@ def _export_bundle(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import torch
+
     from pipeline.inference import collect_inputs, load_model, predict, usable_items, write_predictions, write_saliency
 
     if args.batch_size < 1:
         raise MedvpError(f"--batch-size = {args.batch_size}: expected a positive number")
     model = load_model(args.model, trust_bundle=args.trust_bundle, checkpoint=args.checkpoint)
     items = usable_items(model, collect_inputs(args.inputs))
-    predictions = predict(model, items, batch_size=args.batch_size, progress=sys.stderr.isatty())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    predictions = predict(model, items, batch_size=args.batch_size, progress=sys.stderr.isatty(), device=device)
     write_predictions(args.out, predictions)
     print(f"predicted {len(items)} item(s) with {args.model}: {args.out}")
     if args.saliency is not None:

@@ -43,19 +43,42 @@ def saliency_layer(network: nn.Module) -> str:
     return resolve_tap_points(network, "last_conv")[0].module_name
 
 
+def _scale_each(maps: torch.Tensor) -> torch.Tensor:
+    """Each map linearly to [0, 1] (min to 0, max to 1); a constant map becomes 0.
+
+    MONAI's default CAM normaliser maps (min, max) to (1, 0), flipping the magnitudes; a heat map must not.
+    """
+    flat = maps.reshape(len(maps), -1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    shape = (-1,) + (1,) * (maps.ndim - 1)
+    return (maps - low.view(shape)) / span.view(shape)
+
+
 def grad_cam(model: LoadedModel, images: torch.Tensor, class_indices: torch.Tensor) -> np.ndarray:
-    """Grad-CAM maps of ``images`` ``(B, C, *spatial)`` for the given classes, each scaled to [0, 1].
+    """Grad-CAM maps of ``images`` ``(B, C, *spatial)``, each for its own class, scaled to [0, 1].
+
+    Args:
+        class_indices: ``(B,)`` the class each map explains (for a binary task: 0 negative, 1 positive).
 
     Returns:
         ``(B, *spatial)`` maps, upsampled to the input size.
+
+    MONAI's CAM scores ``logits[:, class_idx]``: a batch is explained one class at a time, so that each
+    item's gradient comes from its own class only.
     """
     layer = saliency_layer(model.network)
     network, target = (_BothClassLogits(model.network), f"network.{layer}") if model.task == "binary" else (
         model.network, layer)
-    cam = GradCAM(nn_module=network, target_layers=target)
+    cam = GradCAM(nn_module=network, target_layers=target, postprocessing=_scale_each)
+    device = next(model.network.parameters()).device
+    maps = torch.zeros((len(images), *images.shape[2:]))
     with torch.enable_grad():
-        maps = cam(images.clone().requires_grad_(True), class_idx=None if model.task == "binary" else class_indices)
-    return maps[:, 0].detach().cpu().numpy()
+        for label in torch.unique(class_indices).tolist():
+            chosen = (class_indices == label).nonzero().reshape(-1)
+            result = cam(images[chosen].to(device).requires_grad_(True), class_idx=int(label))
+            maps[chosen] = result[:, 0].detach().cpu().float()
+    return maps.numpy()
 
 
 def central_slices(volume: np.ndarray) -> list[np.ndarray]:

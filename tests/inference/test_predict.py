@@ -94,13 +94,17 @@ def test_predict_with_saliency_writes_the_table_and_one_png_per_item(small_run, 
         assert picture.width > 300 and picture.height > 200
 
 
-def test_grad_cam_maps_are_input_sized_normalised_and_follow_the_class(small_run, demo_data):
+def test_grad_cam_maps_of_the_trained_model_are_input_sized_and_scaled(small_run, demo_data):
     model = load_model(small_run)
     with np.load(demo_data) as archive:
         images = torch.as_tensor(archive["test_images"][:4], dtype=torch.float32)[:, None] / 127.5 - 1
-    maps = grad_cam(model, images, torch.zeros(4, dtype=torch.long))
-    assert maps.shape == (4, 28, 28)
-    assert maps.min() >= 0 and np.allclose(maps.reshape(4, -1).max(axis=1), 1, atol=1e-5)
+    with torch.no_grad():
+        predicted = (model.network(images)[:, 0] > 0).long()
+    maps = grad_cam(model, images, predicted)
+    assert maps.shape == (4, 28, 28) and maps.min() >= 0 and maps.max() <= 1
+    peaks = maps.reshape(4, -1).max(axis=1)
+    assert np.all((np.abs(peaks - 1) < 1e-5) | (peaks == 0))  # scaled to [0, 1], or no positive evidence at all
+    assert peaks.max() == pytest.approx(1)
 
 
 def test_central_slices_and_a_3d_saliency_png(tmp_path):
@@ -139,3 +143,23 @@ def test_bad_inputs_are_errors_or_skipped_with_a_reason(small_run, png_folder, t
     assert "unknown split 'holdout'" in capsys.readouterr().err
     with pytest.raises(DataError, match="not a medvp run directory nor a MONAI bundle|neither a medvp run"):
         load_model(tmp_path)
+
+
+def test_grad_cam_highlights_what_drives_each_items_own_class():
+    """logit_0 = mean(image), logit_1 = -mean(image): Grad-CAM for class 0 is relu(image), for class 1 relu(-image)."""
+    from pipeline.inference.model import LoadedModel
+
+    conv = torch.nn.Conv2d(1, 1, kernel_size=1)
+    head = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        conv.weight.fill_(1.0), conv.bias.zero_(), head.weight.copy_(torch.tensor([[1.0], [-1.0]])), head.bias.zero_()
+    network = torch.nn.Sequential(conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head).eval()
+    model = LoadedModel(network=network, task="multiclass", class_names=["bright", "dark"], preprocessing=None,
+                        input_shape=(1, 8, 8), resizes=False, reads_files=False, source="test")
+    image = -torch.ones(1, 8, 8)
+    image[:, :4, :4] = 1.0  # a bright top-left quadrant
+    maps = grad_cam(model, torch.stack([image, image]), torch.tensor([0, 1]))
+    bright = np.zeros((8, 8))
+    bright[:4, :4] = 1
+    assert np.allclose(maps[0], bright, atol=1e-5)  # class 0 looks at the bright quadrant (max -> 1, not flipped)
+    assert np.allclose(maps[1], 1 - bright, atol=1e-5)  # class 1, in the same batch, at the rest
