@@ -1,4 +1,4 @@
-"""The ``medvp`` command line: train, evaluate, validate."""
+"""The ``medvp`` command line: train, evaluate, validate, export-bundle, predict."""
 
 from __future__ import annotations
 
@@ -62,6 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate = verbs.add_parser("validate", help="check a YAML config without training")
     validate.add_argument("config", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    export = verbs.add_parser("export-bundle", help="write a run as a MONAI bundle and verify it with MONAI's tools")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out_dir", type=Path)
+    export.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                        help="default: the run's evaluation.checkpoint (best)")
+    export.add_argument("--version", dest="bundle_version", default="0.1.0", help="the bundle's version")
+    export.add_argument("--authors", default="medvp", help="metadata authors (and copyright holder)")
+    export.add_argument("--modality", default="unspecified", help="input modality, e.g. X-ray, CT, US")
+
+    predict = verbs.add_parser("predict", help="classify image files, folders or a .npz split with a run or bundle")
+    predict.add_argument("model", type=Path, help="a medvp run directory or a MONAI bundle")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="PNG/JPEG, NIfTI or DICOM files, folders of them, or FILE.npz[:split] (default test)")
+    predict.add_argument("--out", type=Path, default=Path("predictions.csv"), help="the CSV to write")
+    predict.add_argument("--saliency", type=Path, default=None, metavar="OUT_DIR",
+                         help="also write a Grad-CAM PNG per item into OUT_DIR")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--checkpoint", choices=("best", "last"), default=None, help="for a run directory")
+    predict.add_argument("--trust-bundle", action="store_true",
+                         help="run a bundle medvp did not write (its configs can execute arbitrary code)")
     return parser
 
 
@@ -178,12 +199,43 @@ def _make_demo_dicom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_bundle(args: argparse.Namespace) -> int:
+    from pipeline.bundle import export_bundle, verify_bundle
+
+    bundle = export_bundle(args.run_dir, args.out_dir, version=args.bundle_version, authors=args.authors,
+                           modality=args.modality, checkpoint=args.checkpoint)
+    verify_bundle(bundle)
+    print(f"bundle written: {bundle} (metadata verified against MONAI's schema; network inputs/outputs verified)")
+    print(f"run it: python -m monai.bundle run --config_file {bundle}/configs/inference.yaml "
+          f"--meta_file {bundle}/configs/metadata.json --bundle_root {bundle} --dataset_dir IMAGES_DIR")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.inference import collect_inputs, load_model, predict, usable_items, write_predictions, write_saliency
+
+    if args.batch_size < 1:
+        raise MedvpError(f"--batch-size = {args.batch_size}: expected a positive number")
+    model = load_model(args.model, trust_bundle=args.trust_bundle, checkpoint=args.checkpoint)
+    items = usable_items(model, collect_inputs(args.inputs, numpy_order=model.numpy_order))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    predictions = predict(model, items, batch_size=args.batch_size, progress=sys.stderr.isatty(), device=device)
+    write_predictions(args.out, predictions)
+    print(f"predicted {len(items)} item(s) with {args.model}: {args.out}")
+    if args.saliency is not None:
+        written = write_saliency(model, predictions, args.saliency, batch_size=args.batch_size)
+        print(f"saliency maps: {len(written)} PNG(s) in {args.saliency}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug, args.quiet)
     verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
              "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report,
-             "tune": _tune}
+             "tune": _tune, "export-bundle": _export_bundle, "predict": _predict}
     try:
         return verbs[args.verb](args)
     except Exception as error:

@@ -1,6 +1,11 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,3 +19,52 @@ def repo_root() -> Path:
 def demo_data() -> Path:
     """The embedded PneumoniaMNIST file (real chest X-rays, official splits)."""
     return REPO / "data" / "pneumoniamnist.npz"
+
+
+# --- a trained model, its bundle and PNG inputs: shared by tests/bundle and tests/inference ---
+
+
+def _run_module(module: str, *args, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m module args``; PYTHONPATH puts this checkout first (a SimpleCNN bundle imports medvp)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def run_module():
+    """Run ``python -m MODULE ARGS...`` with this checkout importable: ``run_module(module, *args, cwd=None)``."""
+    return _run_module
+
+
+@pytest.fixture(scope="session")
+def small_run(repo_root, tmp_path_factory) -> Path:
+    """A 1-epoch demo model (small SimpleCNN), evaluated on the test split."""
+    root = tmp_path_factory.mktemp("runs")
+    result = _run_module("pipeline.cli", "train", repo_root / "configs" / "pneumoniamnist_demo.yaml",
+                         "--set", "training.max_epochs=1", "--set", f"output.root={root}",
+                         "--set", "evaluation.splits=[test]", "--set", "evaluation.bootstrap_samples=20",
+                         "--set", "model.options.channels=[8,8,16,16]", cwd=repo_root)
+    assert result.returncode == 0, result.stderr
+    return root / "pneumoniamnist_demo"
+
+
+@pytest.fixture(scope="session")
+def bundle(small_run, repo_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "pneumonia_bundle"
+    result = _run_module("pipeline.cli", "export-bundle", small_run, out, "--modality", "X-ray", cwd=repo_root)
+    assert result.returncode == 0, result.stderr
+    assert "metadata verified" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def png_folder(demo_data, tmp_path_factory) -> Path:
+    """The first 12 test images of the demo file, written as 8-bit PNGs (numpy (H, W) order)."""
+    folder = tmp_path_factory.mktemp("pngs")
+    with np.load(demo_data) as archive:
+        images = archive["test_images"][:12]
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"test_{index:03d}.png")
+    return folder

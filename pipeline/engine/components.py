@@ -22,9 +22,8 @@ from pipeline.networks import NetworkSpec, build_network
 from pipeline.transforms import preprocessing_transforms
 from pipeline.transforms.policy import build_augmentation
 
-__all__ = ["PreparedData", "prepare_data", "deterministic_transforms", "make_network", "make_loss", "make_optimizer",
-           "make_scheduler",
-           "select_device", "autocast_dtype"]
+__all__ = ["PreparedData", "prepare_data", "deterministic_transforms", "network_spec", "make_network", "make_loss",
+           "make_optimizer", "make_scheduler", "select_device", "autocast_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +116,16 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
                         notes=config.augmentation.override_warnings())
 
 
-def make_network(config: Config, info: DatasetInfo, sample_shape: tuple[int, ...]) -> nn.Module:
-    """Build the configured network for the data and check it accepts inputs of ``sample_shape`` (C, *spatial)."""
-    spec = NetworkSpec(name=config.model.name, spatial_dims=info.spatial_dims, in_channels=info.in_channels,
+def network_spec(config: Config, info: DatasetInfo) -> NetworkSpec:
+    """What the factory needs to build the configured network for the data."""
+    return NetworkSpec(name=config.model.name, spatial_dims=info.spatial_dims, in_channels=info.in_channels,
                        num_outputs=info.num_outputs, small_input=config.model.small_input,
                        dropout=config.model.dropout, options=dict(config.model.options))
+
+
+def make_network(config: Config, info: DatasetInfo, sample_shape: tuple[int, ...]) -> nn.Module:
+    """Build the configured network for the data and check it accepts inputs of ``sample_shape`` (C, *spatial)."""
+    spec = network_spec(config, info)
     try:
         network = build_network(spec)
     except (TypeError, ValueError) as error:

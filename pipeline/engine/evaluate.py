@@ -15,6 +15,7 @@ from monai.engines import SupervisedEvaluator
 from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config, parse_config
+from pipeline.data import DatasetInfo
 from pipeline.engine.components import autocast_dtype, make_network, prepare_data, select_device
 from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
@@ -22,7 +23,7 @@ from pipeline.engine.train import BEST_CHECKPOINT, CHECKPOINT_DIR
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import metrics_with_intervals
 
-__all__ = ["load_run_config", "checkpoint_path", "predict_split", "evaluate_run"]
+__all__ = ["load_run_config", "load_run_summary", "checkpoint_path", "load_weights", "predict_split", "evaluate_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,18 @@ def load_run_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise DataError(f"{run_dir} is not a medvp run directory (no config.yaml)")
     return parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), run_dir)
+
+
+def load_run_summary(run_dir: Path) -> tuple[dict, DatasetInfo]:
+    """A finished run's ``train_summary.json`` and the dataset description it records (task, classes, shape)."""
+    path = run_dir / "train_summary.json"
+    if not path.is_file():
+        raise DataError(f"{run_dir}: no train_summary.json; did training finish?")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    info = DatasetInfo(task=summary["task"], class_names=list(summary["class_names"]),
+                       in_channels=summary["in_channels"], spatial_dims=summary["spatial_dims"],
+                       spatial_shape=tuple(summary["input_shape"][1:]))
+    return summary, info
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -48,7 +61,8 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     return path
 
 
-def _load_weights(network: torch.nn.Module, path: Path) -> None:
+def load_weights(network: torch.nn.Module, path: Path) -> None:
+    """Load a checkpoint (a plain state dict, or an epoch checkpoint's ``network``) with ``weights_only=True``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "network" in state and isinstance(state["network"], dict):
         state = state["network"]
@@ -67,7 +81,7 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     loader = data.loaders[split]
     device = select_device(config)
     network = make_network(config, info, tuple(loader.dataset[0]["image"].shape))
-    _load_weights(network, checkpoint_path(run_dir, which))
+    load_weights(network, checkpoint_path(run_dir, which))
     network.to(device)
     amp_dtype = autocast_dtype(config, device)
     evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=network,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from monai.networks import nets
 from torch import nn
 
 from pipeline.networks.simple_cnn import SimpleCNN
 
-__all__ = ["NetworkSpec", "build_network", "NETWORKS"]
+__all__ = ["NetworkSpec", "NetworkDefinition", "build_network", "network_definition", "NETWORKS"]
 
 
 @dataclass(frozen=True)
@@ -26,35 +27,38 @@ class NetworkSpec:
     options: dict = field(default_factory=dict)
 
 
-def _resnet(depth: int) -> Callable[[NetworkSpec], nn.Module]:
-    def build(spec: NetworkSpec) -> nn.Module:
+NetworkDefinition = tuple[Callable[..., nn.Module], dict[str, Any]]
+
+
+def _resnet(depth: int) -> Callable[[NetworkSpec], NetworkDefinition]:
+    def define(spec: NetworkSpec) -> NetworkDefinition:
         stem = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True} if spec.small_input else {
             "conv1_t_size": 7, "conv1_t_stride": 2}
-        factory = getattr(nets, f"resnet{depth}")
-        return factory(pretrained=False, spatial_dims=spec.spatial_dims, n_input_channels=spec.in_channels,
-                       num_classes=spec.num_outputs, **stem, **spec.options)
+        return getattr(nets, f"resnet{depth}"), dict(pretrained=False, spatial_dims=spec.spatial_dims,
+                                                      n_input_channels=spec.in_channels,
+                                                      num_classes=spec.num_outputs, **stem, **spec.options)
 
-    return build
-
-
-def _densenet121(spec: NetworkSpec) -> nn.Module:
-    return nets.DenseNet121(spatial_dims=spec.spatial_dims, in_channels=spec.in_channels,
-                            out_channels=spec.num_outputs, dropout_prob=spec.dropout, pretrained=False,
-                            **spec.options)
+    return define
 
 
-def _efficientnet_b0(spec: NetworkSpec) -> nn.Module:
-    return nets.EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=spec.spatial_dims,
-                               in_channels=spec.in_channels, num_classes=spec.num_outputs, **spec.options)
+def _densenet121(spec: NetworkSpec) -> NetworkDefinition:
+    return nets.DenseNet121, dict(spatial_dims=spec.spatial_dims, in_channels=spec.in_channels,
+                                  out_channels=spec.num_outputs, dropout_prob=spec.dropout, pretrained=False,
+                                  **spec.options)
 
 
-def _simple_cnn(spec: NetworkSpec) -> nn.Module:
-    return SimpleCNN(spatial_dims=spec.spatial_dims, in_channels=spec.in_channels, num_classes=spec.num_outputs,
-                     dropout=spec.dropout, **spec.options)
+def _efficientnet_b0(spec: NetworkSpec) -> NetworkDefinition:
+    return nets.EfficientNetBN, dict(model_name="efficientnet-b0", pretrained=False, spatial_dims=spec.spatial_dims,
+                                     in_channels=spec.in_channels, num_classes=spec.num_outputs, **spec.options)
 
 
-#: name -> builder. A new network is one entry here.
-NETWORKS: dict[str, Callable[[NetworkSpec], nn.Module]] = {
+def _simple_cnn(spec: NetworkSpec) -> NetworkDefinition:
+    return SimpleCNN, dict(spatial_dims=spec.spatial_dims, in_channels=spec.in_channels,
+                           num_classes=spec.num_outputs, dropout=spec.dropout, **spec.options)
+
+
+#: name -> definition (the network class or function and its keyword arguments). A new network is one entry here.
+NETWORKS: dict[str, Callable[[NetworkSpec], NetworkDefinition]] = {
     "densenet121": _densenet121,
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),
@@ -64,11 +68,18 @@ NETWORKS: dict[str, Callable[[NetworkSpec], nn.Module]] = {
 }
 
 
-def build_network(spec: NetworkSpec) -> nn.Module:
-    """Build the network named by ``spec`` with freshly initialised weights (nothing is downloaded).
+def network_definition(spec: NetworkSpec) -> NetworkDefinition:
+    """The class (or factory function) and keyword arguments that build the network named by ``spec``.
+
+    This is what a MONAI bundle's ``network_def`` (``_target_`` plus arguments) is written from.
 
     Raises:
         ValueError: on an unknown name, spatial_dims other than 2/3, or non-positive channel/output counts.
+
+    Example:
+        >>> factory, kwargs = network_definition(NetworkSpec("resnet18", 2, 1, 3))
+        >>> factory.__name__, kwargs["num_classes"]
+        ('resnet18', 3)
     """
     if spec.name not in NETWORKS:
         raise ValueError(f"unknown network {spec.name!r}; choose one of {sorted(NETWORKS)}")
@@ -77,3 +88,13 @@ def build_network(spec: NetworkSpec) -> nn.Module:
     if spec.in_channels < 1 or spec.num_outputs < 1:
         raise ValueError(f"in_channels and num_outputs must be >= 1, got {spec.in_channels}, {spec.num_outputs}")
     return NETWORKS[spec.name](spec)
+
+
+def build_network(spec: NetworkSpec) -> nn.Module:
+    """Build the network named by ``spec`` with freshly initialised weights (nothing is downloaded).
+
+    Raises:
+        ValueError: on an unknown name, spatial_dims other than 2/3, or non-positive channel/output counts.
+    """
+    factory, kwargs = network_definition(spec)
+    return factory(**kwargs)

@@ -1,5 +1,5 @@
 """Transforms: the deterministic preprocessing shared by training, evaluation and export."""
 
-from pipeline.transforms.preprocessing import preprocessing_transforms
+from pipeline.transforms.preprocessing import instantiate, preprocessing_steps, preprocessing_transforms
 
-__all__ = ["preprocessing_transforms"]
+__all__ = ["instantiate", "preprocessing_steps", "preprocessing_transforms"]

@@ -1,33 +1,23 @@
 """Deterministic, modality-aware preprocessing built from MONAI dictionary transforms.
 
-Order: orientation and spacing (3D images with an affine), the intensity preset, an optional foreground crop,
-then an aspect-preserving resize that pads (never stretches) to ``spatial_size``.
+Order: orientation and spacing (3D images with an affine), an optional foreground crop, the intensity preset,
+then an aspect-preserving resize that pads (never stretches) to ``spatial_size``. The steps are kept as MONAI
+component definitions so that exported bundles run exactly the same preprocessing.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-from monai.transforms import (
-    Compose,
-    CropForegroundd,
-    EnsureTyped,
-    NormalizeIntensityd,
-    Orientationd,
-    Resized,
-    ResizeWithPadOrCropd,
-    ScaleIntensityRanged,
-    ScaleIntensityRangePercentilesd,
-    Spacingd,
-)
+import monai.transforms
+from monai.transforms import Compose, EnsureTyped
 
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from pipeline.config.schema import PreprocessingConfig
 
-__all__ = ["preprocessing_transforms", "CT_WINDOWS", "intensity_transforms"]
+__all__ = ["preprocessing_transforms", "preprocessing_steps", "instantiate", "CT_WINDOWS", "intensity_steps"]
 
 #: preset -> (window level, window width) in Hounsfield units
 CT_WINDOWS = {
@@ -38,32 +28,28 @@ CT_WINDOWS = {
 }
 
 
-def _hu_window(level: float, width: float, config: PreprocessingConfig) -> ScaleIntensityRanged:
-    return ScaleIntensityRanged(keys="image", a_min=level - width / 2, a_max=level + width / 2,
-                                b_min=config.target_range[0], b_max=config.target_range[1], clip=True,
-                                dtype=torch.float32)
+def _scale(a_min: float, a_max: float, b_min: float, b_max: float) -> dict:
+    return {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": a_min, "a_max": a_max, "b_min": b_min,
+            "b_max": b_max, "clip": True}
 
 
-def intensity_transforms(config: PreprocessingConfig) -> list:
-    """The intensity normalization of the configured preset."""
+def intensity_steps(config: PreprocessingConfig) -> list[dict]:
+    """The intensity normalization of the configured preset, as MONAI component definitions."""
     preset, low, high = config.preset, config.target_range[0], config.target_range[1]
     if preset == "range":
-        return [ScaleIntensityRanged(keys="image", a_min=config.source_range[0], a_max=config.source_range[1],
-                                     b_min=low, b_max=high, clip=True, dtype=torch.float32)]
-    if preset in CT_WINDOWS:
-        return [_hu_window(*CT_WINDOWS[preset], config)]
-    if preset == "ct_window":
-        return [_hu_window(config.window[0], config.window[1], config)]
+        return [_scale(config.source_range[0], config.source_range[1], low, high)]
+    if preset in CT_WINDOWS or preset == "ct_window":
+        level, width = CT_WINDOWS[preset] if preset in CT_WINDOWS else config.window
+        return [_scale(level - width / 2, level + width / 2, low, high)]
     if preset in ("mr_percentile", "radiograph"):
         lower, upper = config.percentiles if preset == "mr_percentile" else (0.5, 99.5)
-        return [ScaleIntensityRangePercentilesd(keys="image", lower=lower, upper=upper, b_min=low, b_max=high,
-                                                clip=True, dtype=torch.float32)]
+        return [{"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lower, "upper": upper,
+                 "b_min": low, "b_max": high, "clip": True}]
     if preset == "mr_zscore":
-        return [NormalizeIntensityd(keys="image", nonzero=True, dtype=torch.float32)]
+        return [{"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True}]
     if preset == "rgb":
-        return [ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True,
-                                     dtype=torch.float32),
-                NormalizeIntensityd(keys="image", channel_wise=True, dtype=torch.float32)]
+        return [_scale(0.0, 255.0, 0.0, 1.0), {"_target_": "NormalizeIntensityd", "keys": "image",
+                                               "channel_wise": True}]
     raise ConfigError(f"preprocessing.preset = {preset!r}: unknown preset")
 
 
@@ -71,13 +57,9 @@ def _pad_value(config: PreprocessingConfig) -> float:
     return 0.0 if config.preset in ("mr_zscore", "rgb") else float(config.target_range[0])
 
 
-def preprocessing_transforms(config: PreprocessingConfig, spatial_dims: int, ensure_plain: bool = True) -> Compose:
-    """Deterministic preprocessing for images with ``spatial_dims`` spatial axes, channel first.
-
-    Args:
-        config: the validated ``preprocessing`` section.
-        spatial_dims: 2 or 3.
-        ensure_plain: end with plain float32 tensors (no metadata tracking), as training wants them.
+def preprocessing_steps(config: PreprocessingConfig, spatial_dims: int) -> list[dict]:
+    """Deterministic preprocessing as MONAI component definitions (``{"_target_": name, **arguments}``), the
+    one description both training and exported bundles use.
 
     Raises:
         ConfigError: when ``spatial_size`` or ``spacing`` does not have one entry per spatial axis.
@@ -87,23 +69,40 @@ def preprocessing_transforms(config: PreprocessingConfig, spatial_dims: int, ens
         if value is not None and len(value) != spatial_dims:
             raise ConfigError(f"preprocessing.{key} = {list(value)}: expected {spatial_dims} values for "
                               f"{spatial_dims}D images")
-    transforms: list = []
+    steps: list[dict] = []
     if config.orientation is not None and spatial_dims == 3:
-        transforms.append(Orientationd(keys="image", axcodes=config.orientation))
+        steps.append({"_target_": "Orientationd", "keys": "image", "axcodes": config.orientation})
     if config.spacing is not None:
-        transforms.append(Spacingd(keys="image", pixdim=config.spacing, mode="bilinear"))
-    transforms += intensity_transforms(config)
-    if config.resize_mode == "crop_foreground":
-        transforms.append(CropForegroundd(keys="image", source_key="image",
-                                          select_fn=lambda image: image > image.min(), allow_smaller=True))
+        steps.append({"_target_": "Spacingd", "keys": "image", "pixdim": list(config.spacing), "mode": "bilinear"})
+    if config.resize_mode == "crop_foreground":  # on stored intensities: air, background and padding are <= 0
+        steps.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "allow_smaller": True})
+    steps += intensity_steps(config)
     if config.spatial_size is not None:
-        mode = config.interpolation
-        if mode == "bilinear" and spatial_dims == 3:
-            mode = "trilinear"
-        transforms += [
-            Resized(keys="image", spatial_size=max(config.spatial_size), size_mode="longest", mode=mode),
-            ResizeWithPadOrCropd(keys="image", spatial_size=config.spatial_size, value=_pad_value(config)),
+        mode = "trilinear" if config.interpolation == "bilinear" and spatial_dims == 3 else config.interpolation
+        steps += [
+            {"_target_": "Resized", "keys": "image", "spatial_size": max(config.spatial_size), "size_mode": "longest",
+             "mode": mode},
+            {"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": list(config.spatial_size),
+             "value": _pad_value(config)},
         ]
+    return steps
+
+
+def instantiate(step: dict) -> object:
+    """Build one MONAI transform from its component definition."""
+    arguments = {key: value for key, value in step.items() if key != "_target_"}
+    return getattr(monai.transforms, step["_target_"])(**arguments)
+
+
+def preprocessing_transforms(config: PreprocessingConfig, spatial_dims: int, ensure_plain: bool = True) -> Compose:
+    """Deterministic preprocessing for channel-first images with ``spatial_dims`` spatial axes.
+
+    Args:
+        config: the validated ``preprocessing`` section.
+        spatial_dims: 2 or 3.
+        ensure_plain: end with plain float32 tensors (no metadata tracking), as training wants them.
+    """
+    transforms = [instantiate(step) for step in preprocessing_steps(config, spatial_dims)]
     if ensure_plain:
-        transforms.append(EnsureTyped(keys=("image", "label"), track_meta=False))
+        transforms.append(EnsureTyped(keys=("image", "label"), track_meta=False, allow_missing_keys=True))
     return Compose(transforms)

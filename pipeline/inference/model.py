@@ -1,0 +1,130 @@
+"""The model ``medvp predict`` runs: from a run directory, a bundle medvp wrote, or (trusted) any MONAI bundle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from monai.bundle import ConfigParser
+from torch import nn
+
+from pipeline.bundle.metadata import MARK_KEY, is_medvp_bundle, read_metadata
+from pipeline.config import PreprocessingConfig
+from pipeline.engine.components import make_network
+from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary, load_weights
+from pipeline.errors import DataError
+from pipeline.networks import NetworkSpec, build_network
+from pipeline.transforms import preprocessing_transforms
+
+__all__ = ["LoadedModel", "load_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A network with its weights, the preprocessing it was trained with, and what its outputs mean.
+
+    ``input_shape`` is the preprocessed training input ``(C, *spatial)``; ``preprocessing`` takes
+    ``{"image": ...}`` dictionaries: channel-first arrays for medvp models (``reads_files`` False),
+    file paths for a foreign bundle's own preprocessing (``reads_files`` True).
+    """
+
+    network: nn.Module
+    task: str
+    class_names: list[str]
+    preprocessing: Callable[[dict], dict]
+    input_shape: tuple[int, ...]
+    resizes: bool
+    reads_files: bool
+    source: str
+    numpy_order: bool = True
+
+
+def _from_run(run_dir: Path, which: str | None) -> LoadedModel:
+    config = load_run_config(run_dir)
+    summary, info = load_run_summary(run_dir)
+    input_shape = tuple(summary["input_shape"])
+    network = make_network(config, info, input_shape)
+    load_weights(network, checkpoint_path(run_dir, which or config.evaluation.checkpoint))
+    return LoadedModel(network=network, task=info.task, class_names=info.class_names,
+                       preprocessing=preprocessing_transforms(config.preprocessing, info.spatial_dims),
+                       input_shape=input_shape, resizes=config.preprocessing.spatial_size is not None,
+                       reads_files=False, source=str(run_dir), numpy_order=config.data.source == "medmnist")
+
+
+def _from_medvp_bundle(bundle_dir: Path, mark: dict) -> LoadedModel:
+    spec = NetworkSpec(**mark["network"])
+    preprocessing = PreprocessingConfig(**mark["preprocessing"])
+    network = build_network(spec)
+    load_weights(network, bundle_dir / "models" / "model.pt")
+    network.eval()
+    return LoadedModel(network=network, task=mark["task"], class_names=list(mark["class_names"]),
+                       preprocessing=preprocessing_transforms(preprocessing, spec.spatial_dims),
+                       input_shape=tuple(mark["input_shape"]), resizes=preprocessing.spatial_size is not None,
+                       reads_files=False, source=str(bundle_dir), numpy_order=bool(mark.get("numpy_order", True)))
+
+
+def _inference_config_file(bundle_dir: Path) -> Path:
+    for name in ("inference.json", "inference.yaml", "inference.yml"):
+        if (bundle_dir / "configs" / name).is_file():
+            return bundle_dir / "configs" / name
+    raise DataError(f"{bundle_dir}: no configs/inference.json or configs/inference.yaml")
+
+
+def _from_foreign_bundle(bundle_dir: Path, metadata: dict) -> LoadedModel:
+    """A bundle's own ``network_def`` and ``preprocessing`` (they read image files themselves)."""
+    parser = ConfigParser()
+    parser.read_config(str(_inference_config_file(bundle_dir)))
+    parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(bundle_dir)
+    try:
+        network = parser.get_parsed_content("network_def")
+        preprocessing = parser.get_parsed_content("preprocessing")
+    except (KeyError, ValueError) as error:
+        raise DataError(f"{bundle_dir}: the inference config needs network_def and preprocessing ({error})") from None
+    load_weights(network, bundle_dir / "models" / "model.pt")
+    network.eval()
+    data_format = metadata.get("network_data_format", {})
+    image = data_format.get("inputs", {}).get("image", {})
+    pred = data_format.get("outputs", {}).get("pred", {})
+    outputs = int(pred.get("num_channels", 1))
+    channel_def = pred.get("channel_def", {})
+    names = [str(channel_def.get(str(index), index)) for index in range(outputs)]
+    task = "binary" if outputs == 1 else "multiclass"
+    class_names = ["negative", names[0]] if task == "binary" else names
+    input_shape = (int(image.get("num_channels", 1)), *image.get("spatial_shape", []))
+    return LoadedModel(network=network, task=task, class_names=class_names, preprocessing=preprocessing,
+                       input_shape=input_shape, resizes=True, reads_files=True, source=str(bundle_dir))
+
+
+def load_model(path: Path, trust_bundle: bool = False, checkpoint: str | None = None) -> LoadedModel:
+    """Load a run directory (``checkpoint``: best or last) or a bundle, on the CPU, in evaluation mode.
+
+    Checkpoints load with ``torch.load(weights_only=True)``. A bundle medvp did not write (or whose configs
+    changed since) is only loaded with ``trust_bundle``: its configs can run arbitrary Python code.
+
+    Raises:
+        DataError: when ``path`` is neither, or an untrusted foreign bundle.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such run directory or bundle")
+    if (path / "config.yaml").is_file():
+        model = _from_run(path, checkpoint)
+    else:
+        metadata = read_metadata(path)
+        if not (path / "models" / "model.pt").is_file():
+            raise DataError(f"{path}: bundle has no models/model.pt")
+        if is_medvp_bundle(path, metadata):
+            model = _from_medvp_bundle(path, metadata[MARK_KEY])
+        elif trust_bundle:
+            logger.warning("%s: running the bundle's own configs (--trust-bundle)", path)
+            model = _from_foreign_bundle(path, metadata)
+        else:
+            raise DataError(f"{path}: this bundle was not written by medvp, or its configs changed since; its configs "
+                            "can run arbitrary Python code (_target_), so pass --trust-bundle if you trust its source")
+    model.network.eval()
+    return model
