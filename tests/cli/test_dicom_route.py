@@ -53,6 +53,18 @@ def test_train_from_a_dicom_folder_keeps_patients_whole_and_identifiers_out(dico
     written = "".join(path.read_bytes().decode("latin-1") for path in run_dir.rglob("*") if path.is_file())
     for secret in identifiers | names | {"DEMO^PATIENT", "MEDVP-DEMO"}:
         assert secret not in output and secret not in written
+    # medvp predict on the test DICOM files reads and preprocesses them exactly as training and evaluation did
+    test_files = [dicom_folder / row["item"] for row in rows if row["split"] == "test"]
+    predicted = tmp_path / "predicted.csv"
+    result = medvp("predict", run_dir, *test_files, "--out", predicted)
+    assert result.returncode == 0, result.stderr
+    with open(predicted) as handle:
+        by_item = {row["item"]: float(row["probability_pneumonia"]) for row in csv.DictReader(handle)}
+    with open(run_dir / "predictions_test.csv") as handle:
+        evaluated = [float(row["probability_pneumonia"]) for row in csv.DictReader(handle)]
+    assert len(evaluated) == len(test_files)
+    for path, probability in zip(test_files, evaluated, strict=True):
+        assert abs(by_item[str(path)] - probability) < 1e-5
 
 
 def test_preview_writes_a_png_grid(dicom_folder, repo_root, tmp_path):
