@@ -15,10 +15,10 @@ from monai.engines import SupervisedEvaluator
 from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config, parse_config
+from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint
 from pipeline.engine.components import autocast_dtype, make_network, prepare_data, select_device
 from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
-from pipeline.engine.train import BEST_CHECKPOINT, CHECKPOINT_DIR
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import metrics_with_intervals
 
@@ -49,7 +49,7 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 
 
 def _load_weights(network: torch.nn.Module, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     if "network" in state and isinstance(state["network"], dict):
         state = state["network"]
     network.load_state_dict(state)
