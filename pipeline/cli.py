@@ -50,6 +50,8 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     if not debug:
         for noisy in ("ignite", "monai"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # ignite logs an engine's exception before re-raising it; the error is reported once, below.
+        logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -34,6 +34,10 @@ def _numpy_state_from_plain(state: Mapping) -> tuple:
             state["cached_gaussian"])
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def randomizable_transforms(transform: object) -> list[Randomizable]:
     """The MONAI transforms in ``transform`` (a Compose, possibly nested) that draw random numbers."""
     if isinstance(transform, Compose):
@@ -133,7 +137,8 @@ class StateAttributes:
         self.names = tuple(names)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self.engine.state, name) for name in self.names}
+        # numpy scalars (metrics may return them) would not load with weights_only=True
+        return {name: _plain(getattr(self.engine.state, name)) for name in self.names}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name in self.names:

@@ -157,8 +157,8 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False) -> 
                                    iteration_log=False)],
     )
     best_saver = Checkpoint({"network": network}, AtomicDiskSaver(checkpoint_dir, filename=BEST_CHECKPOINT),
-                            score_function=lambda engine: engine.state.metrics[KEY_METRIC], score_name=KEY_METRIC,
-                            n_saved=1)
+                            score_function=lambda engine: float(engine.state.metrics[KEY_METRIC]),
+                            score_name=KEY_METRIC, n_saved=1)
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_saver)
     TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda output: None, iteration_log=False,
                             global_epoch_transform=lambda epoch: trainer.state.epoch).attach(evaluator)
