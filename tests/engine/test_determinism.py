@@ -1,6 +1,7 @@
 """training.deterministic: two runs with the same seed give identical weights and metrics."""
 
 import json
+import os
 
 import torch
 
@@ -33,3 +34,20 @@ def test_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not
     other_weights, other_metrics = _run(demo_data, tmp_path, "other", seed=4)
     assert not torch.equal(first_weights["head.2.weight"], other_weights["head.2.weight"])
     assert other_metrics != first_metrics
+
+
+def test_on_cuda_the_flag_warns_for_kernels_without_a_deterministic_version_instead_of_failing(demo_data, tmp_path,
+                                                                                               monkeypatch):
+    from pipeline.engine.train import _seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    config = parse_config({"data": {"path": str(demo_data)}}, "test", tmp_path)
+    try:
+        _seed_everything(config, torch.device("cuda"))  # only flags and the environment: no GPU needed
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        _seed_everything(config, torch.device("cpu"))
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()  # strict on CPU
+    finally:
+        torch.use_deterministic_algorithms(False)
