@@ -10,11 +10,11 @@ from pipeline.engine import train
 from pipeline.engine.checkpoint import load_checkpoint
 
 
-def _run(demo_data, tmp_path, name, seed):
+def _run(data, tmp_path, name, seed):
     config = parse_config({
-        "data": {"path": str(demo_data), "batch_size": 128},
+        "data": {"path": str(data), "batch_size": 64},
         "model": {"name": "simplecnn", "dropout": 0.2, "options": {"channels": [4, 4, 8, 8]}},
-        "training": {"max_epochs": 1, "seed": seed, "progress_bar": False},
+        "training": {"max_epochs": 2, "seed": seed, "progress_bar": False},
         "output": {"root": str(tmp_path), "name": name},
     }, "test", tmp_path)
     assert config.training.deterministic  # the default
@@ -22,16 +22,16 @@ def _run(demo_data, tmp_path, name, seed):
     records = json.loads((tmp_path / name / "metrics.json").read_text())
     for record in records:
         record.pop("epoch_seconds")
-    return load_checkpoint(tmp_path / name / "checkpoints" / "checkpoint_epoch=1.pt")["network"], records
+    return load_checkpoint(tmp_path / name / "checkpoints" / "checkpoint_epoch=2.pt")["network"], records
 
 
-def test_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not(demo_data, tmp_path):
-    first_weights, first_metrics = _run(demo_data, tmp_path, "first", seed=3)
-    second_weights, second_metrics = _run(demo_data, tmp_path, "second", seed=3)
+def test_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not(small_demo_data, tmp_path):
+    first_weights, first_metrics = _run(small_demo_data, tmp_path, "first", seed=3)
+    second_weights, second_metrics = _run(small_demo_data, tmp_path, "second", seed=3)
     assert first_metrics == second_metrics
     assert first_weights.keys() == second_weights.keys()
     assert all(torch.equal(first_weights[key], second_weights[key]) for key in first_weights)
-    other_weights, other_metrics = _run(demo_data, tmp_path, "other", seed=4)
+    other_weights, other_metrics = _run(small_demo_data, tmp_path, "other", seed=4)
     assert not torch.equal(first_weights["head.2.weight"], other_weights["head.2.weight"])
     assert other_metrics != first_metrics
 

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.engine.checkpoint import load_checkpoint
 
-EPOCHS, EVERY = 3, 10
+EPOCHS, EVERY = 2, 10
 
 
 def _medvp(repo_root, *args):
