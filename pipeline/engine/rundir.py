@@ -8,6 +8,9 @@ equals the new one (ignoring :data:`IGNORED_FOR_RESUME`), and is an error otherw
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -17,11 +20,12 @@ from pipeline.engine.checkpoint import CHECKPOINT_DIR
 from pipeline.errors import ConfigError, DataError
 
 __all__ = ["create_run_dir", "find_run_dir", "check_resumable", "is_finished", "has_resumable_checkpoint",
-           "SUMMARY_FILE", "IGNORED_FOR_RESUME"]
+           "run_lock", "SUMMARY_FILE", "IGNORED_FOR_RESUME", "LOCK_FILE"]
 
 SUMMARY_FILE = "train_summary.json"
 # Settings that do not change what is trained: where the run lives, how progress shows, what is evaluated after.
 IGNORED_FOR_RESUME = ("output", "evaluation", "training.progress_bar")
+LOCK_FILE = ".medvp.lock"
 
 
 def _candidates(config: Config):
@@ -111,3 +115,28 @@ def check_resumable(config: Config, run_dir: Path) -> None:
         more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
         raise ConfigError(f"{run_dir} holds an unfinished run with a different configuration: {shown}{more}; "
                           "train with its config.yaml to resume it, or set output.name for a new run")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` while training, so a second ``medvp train`` of the same config cannot
+    resume a run that is still going. The operating system releases it when the process dies (even by SIGKILL).
+
+    Raises:
+        DataError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{run_dir} is being trained by another medvp process; wait for it to finish, "
+                            "or set output.name for a new run") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield

@@ -51,7 +51,7 @@ from pipeline.engine.components import (
 from pipeline.engine.history import EpochHistory, json_safe
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
 from pipeline.engine.resume import DataOrder, MetricStates, RandomStates, StateAttributes, randomizable_transforms
-from pipeline.engine.rundir import SUMMARY_FILE, create_run_dir
+from pipeline.engine.rundir import SUMMARY_FILE, create_run_dir, run_lock
 from pipeline.errors import DataError
 
 __all__ = ["TrainResult", "train", "create_run_dir", "hardware_description", "CHECKPOINT_DIR", "BEST_CHECKPOINT"]
@@ -119,10 +119,16 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False) -> 
     """
     run_dir = run_dir or create_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _train(config, run_dir, resume)
+
+
+def _train(config: Config, run_dir: Path, resume: bool) -> TrainResult:
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     resumed = resume_checkpoint(checkpoint_dir) if resume else None
     if resume and resumed is None:
-        raise DataError(f"{run_dir}: no loadable checkpoint to resume from in {checkpoint_dir}")
+        raise DataError(f"{run_dir}: no loadable checkpoint to resume from in {checkpoint_dir}; "
+                        "set output.name for a new run")
     save_config(config, run_dir / "config.yaml")
     device = select_device(config)
     _seed_everything(config, device)

@@ -55,3 +55,16 @@ def test_explicit_resume_of_a_finished_or_foreign_directory_is_an_error(demo_dat
     (tmp_path / "run" / "train_summary.json").write_text("{}")
     with pytest.raises(DataError, match="this run finished"):
         check_resumable(config, tmp_path / "run")
+
+
+def test_a_run_being_trained_cannot_be_trained_again_until_its_process_ends(demo_data, tmp_path):
+    from pipeline.engine import train
+    from pipeline.engine.rundir import run_lock
+
+    config = _config(demo_data, tmp_path)
+    run_dir = _unfinished_run(tmp_path / "run", config)
+    with run_lock(run_dir):  # as another process training it would
+        with pytest.raises(DataError, match="is being trained by another medvp process"):
+            train(config, run_dir, resume=True)
+    with run_lock(run_dir):  # released
+        pass
