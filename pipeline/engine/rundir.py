@@ -17,7 +17,7 @@ import yaml
 
 from pipeline.config import Config
 from pipeline.engine.checkpoint import CHECKPOINT_DIR
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, StorageError
 
 __all__ = ["create_run_dir", "find_run_dir", "check_resumable", "is_finished", "has_resumable_checkpoint",
            "run_lock", "SUMMARY_FILE", "IGNORED_FOR_RESUME", "LOCK_FILE"]
@@ -38,7 +38,7 @@ def _candidates(config: Config):
 
 
 def _is_empty(folder: Path) -> bool:
-    return not folder.exists() or not any(folder.iterdir())
+    return not folder.exists() or folder.is_dir() and not any(folder.iterdir())
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -50,12 +50,20 @@ def has_resumable_checkpoint(run_dir: Path) -> bool:
     return any(folder.glob("checkpoint_epoch=*.pt")) or any(folder.glob("checkpoint_iteration=*.pt"))
 
 
+def _make(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(f"{folder}: cannot create the run directory ({error.strerror or error}); "
+                           "check output.root") from None
+    return folder
+
+
 def create_run_dir(config: Config) -> Path:
     """``output.root/output.name``, or the first free ``name-2``, ``name-3``, ... when it is taken."""
     for candidate in _candidates(config):
         if _is_empty(candidate):
-            candidate.mkdir(parents=True, exist_ok=True)
-            return candidate
+            return _make(candidate)
     raise AssertionError("unreachable")
 
 
@@ -67,8 +75,7 @@ def find_run_dir(config: Config) -> tuple[Path, bool]:
     """
     for candidate in _candidates(config):
         if _is_empty(candidate):
-            candidate.mkdir(parents=True, exist_ok=True)
-            return candidate, False
+            return _make(candidate), False
         if not is_finished(candidate) and has_resumable_checkpoint(candidate):
             check_resumable(config, candidate)
             return candidate, True

@@ -68,3 +68,13 @@ def test_a_run_being_trained_cannot_be_trained_again_until_its_process_ends(demo
             train(config, run_dir, resume=True)
     with run_lock(run_dir):  # released
         pass
+
+
+def test_an_output_root_that_cannot_hold_folders_is_a_storage_error(demo_data, tmp_path):
+    from pipeline.errors import StorageError
+
+    (tmp_path / "a-file").write_text("")
+    config = _config(demo_data, tmp_path / "a-file")
+    with pytest.raises(StorageError, match=r"a-file/run: cannot create the run directory \(Not a directory\); "
+                                           "check output.root"):
+        find_run_dir(config)
