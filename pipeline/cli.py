@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", type=Path)
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (repeatable); the value is read as YAML")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                       help="continue the unfinished run in RUN_DIR from its last checkpoint (the config must match); "
+                            "without it, an unfinished run of the same output.name with the same config is resumed")
 
     evaluate = verbs.add_parser("evaluate", help="evaluate a run directory on a split")
     evaluate.add_argument("run_dir", type=Path)
@@ -93,6 +96,8 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     if not debug:
         for noisy in ("ignite", "monai"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # ignite logs an engine's exception before re-raising it; the error is reported once, below.
+        logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -110,12 +115,16 @@ def _summary_line(split: str, report: dict) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.engine import create_run_dir, evaluate_run, train
+    from pipeline.engine import check_resumable, evaluate_run, find_run_dir, train
 
     config = load_config(args.config, args.overrides)
-    run_dir = create_run_dir(config)
-    print(f"run directory: {run_dir}")
-    result = train(config, run_dir)
+    if args.resume is not None:
+        check_resumable(config, args.resume)
+        run_dir, resume = args.resume, True
+    else:
+        run_dir, resume = find_run_dir(config)
+    print(f"run directory: {run_dir}{' (resuming from its last checkpoint)' if resume else ''}")
+    result = train(config, run_dir, resume=resume)
     print(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s; best validation AUC "
           f"{result.best_val_auc:.4f} at epoch {result.best_epoch}")
     for split in config.evaluation.splits:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedvpError", "ConfigError", "DataError"]
+__all__ = ["MedvpError", "ConfigError", "DataError", "StorageError"]
 
 
 class MedvpError(Exception):
@@ -15,3 +15,7 @@ class ConfigError(MedvpError, ValueError):
 
 class DataError(MedvpError, ValueError):
     """A data file is missing, unreadable or not what the configuration says."""
+
+
+class StorageError(MedvpError, OSError):
+    """A run directory cannot be written (full disk, no permission); what was written before stays intact."""

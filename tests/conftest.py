@@ -68,3 +68,28 @@ def png_folder(demo_data, tmp_path_factory) -> Path:
     for index, image in enumerate(images):
         Image.fromarray(image).save(folder / f"test_{index:03d}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_demo_data(tmp_path_factory) -> Path:
+    """The first 512 training and 128 validation and test items of the embedded PneumoniaMNIST file."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("data") / "pneumoniamnist_small.npz"
+    sizes = {"train": 512, "val": 128, "test": 128}
+    with np.load(REPO / "data" / "pneumoniamnist.npz") as archive:
+        np.savez(path, **{f"{split}_{kind}": archive[f"{split}_{kind}"][:size] for split, size in sizes.items()
+                          for kind in ("images", "labels")})
+    return path
+
+
+@pytest.fixture
+def restore_logging():
+    """For tests that call ``pipeline.cli.main`` in-process: it reconfigures the root logger."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

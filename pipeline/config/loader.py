@@ -76,23 +76,49 @@ def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
+def _key_path(parts: tuple) -> str:
+    """``section.key`` for a pydantic location; a key that is not a plain name (empty, with dots, spaces or line
+    breaks, not text) is quoted, so the path stays on one line and unambiguous."""
+    rendered = []
+    for part in parts:
+        plain = isinstance(part, str) and part and part.isprintable() and not any(c in part for c in ". \t")
+        index = isinstance(part, int) and not isinstance(part, bool)
+        rendered.append(str(part) if plain or index else repr(part))
+    return ".".join(rendered)
+
+
+def _field_location(location: tuple, model: type[BaseModel] = Config) -> tuple:
+    """The key path of a pydantic location without its union-member tags (``loss.taps.str`` -> ``loss.taps``)."""
+    kept: list = []
+    current: Any = model
+    for part in location:
+        fields = getattr(current, "model_fields", None) if isinstance(current, type) else None
+        if fields is not None:
+            kept.append(part)
+            current = fields[part].annotation if part in fields else None
+        elif isinstance(part, int) or current is None:
+            kept.append(part)
+    return tuple(kept)
+
+
 def format_validation_error(error: ValidationError, source: str, model: type[BaseModel] = Config) -> str:
     """One line per problem: ``source: key.path = value: what is expected``."""
-    lines = []
+    lines: dict[str, list[str]] = {}
     for item in error.errors():
         location = tuple(item["loc"])
-        key = ".".join(str(part) for part in location) or "(top level)"
+        key = _key_path(_field_location(location, model)) or "(top level)"
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, location)
-            lines.append(f"{source}: {key}: unknown key; expected one of {', '.join(allowed)}")
+            lines.setdefault(f"{source}: {key}: unknown key; expected one of {', '.join(allowed)}", [])
+        elif item["type"] == "invalid_key":  # a YAML key that is not text (1:, true:, null:)
+            parent = _key_path(location[:-1]) or "(top level)"
+            lines.setdefault(f"{source}: {parent}: key {item.get('input')!r} is not a name; keys are text", [])
         elif item["type"] == "missing":
-            lines.append(f"{source}: {key}: required key is missing")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            value = repr(item.get("input"))
-            value = value if len(value) <= 60 else value[:57] + "..."
-            lines.append(f"{source}: {key} = {value}: {message}")
-    return "\n".join(lines)
+            lines.setdefault(f"{source}: {key}: required key is missing", [])
+        else:  # the alternatives of a union share one line
+            message = " ".join(item["msg"].removeprefix("Value error, ").split())
+            lines.setdefault(f"{source}: {key} = {item.get('input')!r}: ", []).append(message)
+    return "\n".join(line + " or ".join(dict.fromkeys(messages)) for line, messages in lines.items())
 
 
 def parse_config(document: dict[str, Any], source: str, base_dir: Path) -> Config:

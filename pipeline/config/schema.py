@@ -175,7 +175,10 @@ class TrainingConfig(_Section):
                                                                   "validation AUC before stopping; 0 = never")
     scheduler: SchedulerConfig = SchedulerConfig()
     progress_bar: Literal["auto"] | bool = "auto"
-    deterministic: bool = True
+    deterministic: bool = Field(True, description="same seed, same weights and metrics (bit for bit on CPU); "
+                                "see docs/reliability.md for what it does on GPU")
+    checkpoint_every_iterations: Annotated[int, Field(ge=0)] = Field(
+        0, description="also write a resumable checkpoint every N training iterations; 0 = at epoch ends only")
 
 
 class OutputConfig(_Section):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.items import SPLITS, SplitItems
+from pipeline.data.npz_guard import NPZ_READ_ERRORS, check_npz_headers
 from pipeline.errors import DataError
 
 __all__ = ["read_medmnist"]
@@ -45,19 +45,25 @@ def read_medmnist(path: Path, spatial_dims: int | str = "auto") -> dict[str, Spl
     """
     if not path.is_file():
         raise DataError(f"data file {path} not found (data.path)")
+    expected = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+    check_npz_headers(path, expected)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except NPZ_READ_ERRORS as error:
         raise DataError(f"{path}: not a readable MedMNIST .npz file ({error})") from None
     with archive:
-        expected = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
         missing = [key for key in expected if key not in archive.files]
         if missing:
             raise DataError(f"{path}: missing arrays {missing}; a MedMNIST file holds {expected}")
         try:
             arrays = {key: archive[key] for key in expected}
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except NPZ_READ_ERRORS as error:
             raise DataError(f"{path}: corrupt array data ({error})") from None
+    for key, array in arrays.items():
+        minimum_dims = 1 if key.endswith("labels") else 3
+        if array.ndim < minimum_dims or array.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {key} is a {array.ndim}-d {array.dtype} array; expected numbers with at least "
+                            f"{minimum_dims} dimension(s)")
     dims = _guess_spatial_dims(arrays["train_images"], path) if spatial_dims == "auto" else int(spatial_dims)
     splits = {}
     for split in SPLITS:

@@ -16,10 +16,10 @@ from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config, parse_config
 from pipeline.data import DatasetInfo
+from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint
 from pipeline.engine.components import autocast_dtype, make_network, prepare_data, select_device
 from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
-from pipeline.engine.train import BEST_CHECKPOINT, CHECKPOINT_DIR
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import metrics_with_intervals
 
@@ -62,8 +62,8 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 
 
 def load_weights(network: torch.nn.Module, path: Path) -> None:
-    """Load a checkpoint (a plain state dict, or an epoch checkpoint's ``network``) with ``weights_only=True``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint (a plain state dict, or an epoch checkpoint's ``network``) safely (no pickled code)."""
+    state = load_checkpoint(path)
     if "network" in state and isinstance(state["network"], dict):
         state = state["network"]
     network.load_state_dict(state)

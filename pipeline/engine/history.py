@@ -55,6 +55,13 @@ class EpochHistory:
         trainer.add_event_handler(Events.EPOCH_STARTED, self._start)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record)
 
+    def state_dict(self) -> dict[str, list[dict]]:
+        """The records so far, for a checkpoint: a resumed run continues the history instead of restarting it."""
+        return {"records": [dict(record) for record in self.records]}
+
+    def load_state_dict(self, state: dict[str, list[dict]]) -> None:
+        self.records = [dict(record) for record in state["records"]]
+
     def _start(self, trainer: Engine) -> None:
         self._epoch_start = time.perf_counter()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -14,13 +15,11 @@ from pathlib import Path
 import monai
 import torch
 from ignite.engine import Events
-from ignite.handlers import ProgressBar
+from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
 from ignite.metrics import Accuracy, Average, Loss
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import (
     ROCAUC,
-    CheckpointSaver,
-    EarlyStopHandler,
     LrScheduleHandler,
     StatsHandler,
     TensorBoardStatsHandler,
@@ -32,6 +31,15 @@ from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.config import Config, save_config
+from pipeline.engine.checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    EPOCH_PATTERN,
+    ITERATION_PATTERN,
+    AtomicDiskSaver,
+    adopt_saved_files,
+    resume_checkpoint,
+)
 from pipeline.engine.components import (
     autocast_dtype,
     make_loss,
@@ -43,13 +51,14 @@ from pipeline.engine.components import (
 )
 from pipeline.engine.history import EpochHistory, json_safe, write_table
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
+from pipeline.engine.resume import DataOrder, MetricStates, RandomStates, StateAttributes, randomizable_transforms
+from pipeline.engine.rundir import SUMMARY_FILE, create_run_dir, run_lock
+from pipeline.errors import DataError
 
 __all__ = ["TrainResult", "train", "create_run_dir", "hardware_description", "CHECKPOINT_DIR", "BEST_CHECKPOINT"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = "best.pt"
 KEY_METRIC = "val_auc"
 
 
@@ -62,18 +71,6 @@ class TrainResult:
     seconds: float
 
 
-def create_run_dir(config: Config) -> Path:
-    """``output.root/output.name``, or the first free ``name-2``, ``name-3``, ... when it is taken."""
-    root = config.output.root
-    name = config.output.name or "run"
-    candidate, index = root / name, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        index += 1
-        candidate = root / f"{name}-{index}"
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
-
-
 def hardware_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
@@ -84,26 +81,62 @@ def _want_progress_bar(setting: bool | str) -> bool:
     return sys.stderr.isatty() if setting == "auto" else bool(setting)
 
 
-def train(config: Config, run_dir: Path | None = None,
-          on_validation: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train and validate every epoch; write checkpoints, metrics and curves to the run directory.
+def _seed_everything(config: Config, device: torch.device) -> None:
+    """Seed Python, NumPy and torch; with ``training.deterministic`` also force deterministic kernels.
 
-    ``on_validation(epoch, metrics)`` is called after each validation (hyperparameter search prunes there; an
-    exception it raises ends training and propagates).
-
-    The best checkpoint (highest validation AUC) is ``checkpoints/best.pt``: the network's state dict.
-    ``checkpoints/checkpoint_epoch=N.pt`` holds the last epoch's network, optimizer, scheduler and trainer state.
+    On CUDA, deterministic cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first use, and operations without
+    a deterministic kernel (the backward of adaptive average pooling, in every medvp network) warn instead of
+    failing: docs/reliability.md lists them.
     """
-    run_dir = run_dir or create_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
     seed = config.training.seed
     if config.training.deterministic:
-        set_determinism(seed=seed)
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        set_determinism(seed=seed)  # seeds, cudnn.deterministic; leaves torch's algorithm switch alone
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     else:
         set_determinism(seed=seed, use_deterministic_algorithms=False)
         torch.backends.cudnn.benchmark = True
+
+
+def train(config: Config, run_dir: Path | None = None, resume: bool = False,
+          on_validation: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train and validate every epoch; write checkpoints, metrics and curves to the run directory.
+
+    The best checkpoint (highest validation AUC) is ``checkpoints/best.pt``: the network's state dict.
+    ``checkpoints/checkpoint_epoch=N.pt`` (and, with ``training.checkpoint_every_iterations``,
+    ``checkpoint_iteration=I.pt``) hold everything a resumed run needs: network, optimizer, scheduler, trainer
+    position, early-stopping and best-metric state, the metrics history, the running epoch metrics, the random
+    number generators and the data order. Every checkpoint is written atomically (``AtomicDiskSaver``).
+
+    Args:
+        config: the validated configuration.
+        run_dir: the run directory; a new one from ``output`` when None.
+        resume: continue from the latest checkpoint in ``run_dir`` (the caller checks the configuration matches,
+            see ``pipeline.engine.rundir.check_resumable``); the result equals an uninterrupted run's.
+        on_validation: called as ``on_validation(epoch, validation metrics)`` after each validation
+            (hyperparameter search prunes there; an exception it raises ends training and propagates).
+
+    Raises:
+        DataError: ``resume`` is set but ``run_dir`` holds no loadable checkpoint.
+        StorageError: a checkpoint cannot be written (the previous one is kept).
+    """
+    run_dir = run_dir or create_run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _train(config, run_dir, resume, on_validation)
+
+
+def _train(config: Config, run_dir: Path, resume: bool,
+           on_validation: Callable[[int, dict], None] | None) -> TrainResult:
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    resumed = resume_checkpoint(checkpoint_dir) if resume else None
+    if resume and resumed is None:
+        raise DataError(f"{run_dir}: no loadable checkpoint to resume from in {checkpoint_dir}; "
+                        "set output.name for a new run")
+    save_config(config, run_dir / "config.yaml")
     device = select_device(config)
+    _seed_everything(config, device)
     amp_dtype = autocast_dtype(config, device)
 
     data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache")
@@ -124,7 +157,6 @@ def train(config: Config, run_dir: Path | None = None,
                 config.loss.feature_sampling_ratio, config.loss.lambda_,
                 tap.layer_names if tap else "none", f", autocast {amp_dtype}" if amp_dtype else "")
 
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     amp_kwargs = {"dtype": amp_dtype} if amp_dtype else None
 
@@ -141,20 +173,19 @@ def train(config: Config, run_dir: Path | None = None,
         amp=amp_dtype is not None,
         amp_kwargs=amp_kwargs,
         decollate=False,
-        val_handlers=[
-            StatsHandler(name="medvp.validation", output_transform=lambda output: None, iteration_log=False),
-            CheckpointSaver(save_dir=str(checkpoint_dir), save_dict={"network": network}, save_key_metric=True,
-                            key_metric_name=KEY_METRIC, key_metric_filename=BEST_CHECKPOINT),
-        ],
+        val_handlers=[StatsHandler(name="medvp.validation", output_transform=lambda output: None,
+                                   iteration_log=False)],
     )
+    best_saver = Checkpoint({"network": network}, AtomicDiskSaver(checkpoint_dir, filename=BEST_CHECKPOINT),
+                            score_function=lambda engine: float(engine.state.metrics[KEY_METRIC]),
+                            score_name=KEY_METRIC, n_saved=1)
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_saver)
     TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda output: None, iteration_log=False,
                             global_epoch_transform=lambda epoch: trainer.state.epoch).attach(evaluator)
 
     history = EpochHistory(run_dir, evaluator, title=f"{config.output.name}: {config.model.name}")
-    save_dict = {"network": network, "optimizer": optimizer}
     train_handlers = [ValidationHandler(validator=evaluator, interval=1, epoch_level=True), history]
     if scheduler is not None:
-        save_dict["lr_scheduler"] = scheduler
         train_handlers.append(LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True))
     train_handlers += [
         StatsHandler(name="medvp.train", tag_name="train_loss", output_transform=lambda output: None,
@@ -162,42 +193,72 @@ def train(config: Config, run_dir: Path | None = None,
         TensorBoardStatsHandler(summary_writer=writer, iteration_log=True, epoch_log=True,
                                 output_transform=lambda output: output[Keys.LOSS].item()),
     ]
-
+    train_metrics = {
+        "train_accuracy": Accuracy(output_transform=accuracy_output(info.task),
+                                   is_multilabel=info.task == "multilabel"),
+        "train_loss": Average(output_transform=lambda output: output[Keys.LOSS].detach()),
+        "train_classification": Average(output_transform=lambda output: loss.last_terms["classification"]),
+        "train_variance": Average(output_transform=lambda output: loss.last_terms["variance"]),
+    }
+    data_order = DataOrder(data.loaders["train"])
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=config.training.max_epochs,
-        train_data_loader=data.loaders["train"],
+        train_data_loader=data_order,
         network=network,
         optimizer=optimizer,
         loss_function=loss,
-        key_train_metric={"train_accuracy": Accuracy(output_transform=accuracy_output(info.task),
-                                                     is_multilabel=info.task == "multilabel")},
-        additional_metrics={
-            "train_loss": Average(output_transform=lambda output: output[Keys.LOSS].detach()),
-            "train_classification": Average(output_transform=lambda output: loss.last_terms["classification"]),
-            "train_variance": Average(output_transform=lambda output: loss.last_terms["variance"]),
-        },
+        key_train_metric={"train_accuracy": train_metrics["train_accuracy"]},
+        additional_metrics={name: metric for name, metric in train_metrics.items() if name != "train_accuracy"},
         amp=amp_dtype is not None,
         amp_kwargs=amp_kwargs,
         decollate=False,
         train_handlers=train_handlers,
     )
-    save_dict["trainer"] = trainer
-    CheckpointSaver(save_dir=str(checkpoint_dir), save_dict=save_dict, save_interval=1, n_saved=1,
-                    epoch_level=True).attach(trainer)
+    early_stopping = None
     if on_validation is not None:
         evaluator.add_event_handler(Events.COMPLETED,
                                     lambda engine: on_validation(trainer.state.epoch, dict(engine.state.metrics)))
     if config.training.early_stopping_patience > 0:
-        EarlyStopHandler(patience=config.training.early_stopping_patience,
-                         score_function=stopping_fn_from_metric(KEY_METRIC), trainer=trainer,
-                         epoch_level=True).attach(evaluator)
+        early_stopping = EarlyStopping(patience=config.training.early_stopping_patience,
+                                       score_function=stopping_fn_from_metric(KEY_METRIC), trainer=trainer)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, early_stopping)
+
+    random_states = RandomStates({"loss": loss.generator, "train_loader": data.loaders["train"].generator},
+                                 randomizable_transforms(getattr(data.loaders["train"].dataset, "transform", None)))
+    save_dict = {"network": network, "optimizer": optimizer, "trainer": trainer,
+                 "evaluator": StateAttributes(evaluator, ("best_metric", "best_metric_epoch")),
+                 "best_checkpoint": best_saver, "history": history, "train_metrics": MetricStates(train_metrics),
+                 "random_states": random_states, "data_order": data_order}
+    if scheduler is not None:
+        save_dict["lr_scheduler"] = scheduler
+    if early_stopping is not None:
+        save_dict["early_stopping"] = early_stopping
+    # Registered after every other epoch handler, so the checkpoint sees the finished epoch (validation included).
+    epoch_saver = Checkpoint(save_dict, AtomicDiskSaver(checkpoint_dir), filename_pattern=EPOCH_PATTERN,
+                             global_step_transform=lambda engine, _: engine.state.epoch, n_saved=1)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, epoch_saver)
+    iteration_saver = None
+    every, epoch_length = config.training.checkpoint_every_iterations, len(data_order)
+    if every > 0:
+        iteration_saver = Checkpoint(save_dict, AtomicDiskSaver(checkpoint_dir), filename_pattern=ITERATION_PATTERN,
+                                     global_step_transform=lambda engine, _: engine.state.iteration, n_saved=1)
+        # Not at an epoch's last iteration: the epoch checkpoint follows once validation ran.
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(
+            event_filter=lambda _, iteration: iteration % every == 0 and iteration % epoch_length != 0),
+            iteration_saver)
     if _want_progress_bar(config.training.progress_bar):
         ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": output[Keys.LOSS].item()})
 
+    resumed_from = None
+    if resumed is not None:
+        resumed_from = _restore(resumed, save_dict, trainer, data_order, random_states,
+                                {EPOCH_PATTERN: epoch_saver, ITERATION_PATTERN: iteration_saver}, checkpoint_dir)
+
     started = time.perf_counter()
     try:
-        trainer.run()
+        if not _finished(trainer, early_stopping):
+            trainer.run()
     finally:
         writer.close()
         if tap is not None:
@@ -208,14 +269,51 @@ def train(config: Config, run_dir: Path | None = None,
                          best_val_auc=float(evaluator.state.best_metric), seconds=seconds)
     summary = {
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
-        "train_seconds": round(seconds, 2), "hardware": hardware_description(device),
+        "train_seconds": round(seconds, 2), "resumed_from": resumed_from, "hardware": hardware_description(device),
+        "deterministic": config.training.deterministic,
         "autocast": str(amp_dtype) if amp_dtype else None, "task": info.task, "class_names": info.class_names,
         "in_channels": info.in_channels, "spatial_dims": info.spatial_dims, "input_shape": list(sample_shape),
         "taps": tap.layer_names if tap else [], "versions": {"monai": monai.__version__, "torch": torch.__version__},
         "split_made_here": data.split_made_here, "items": data.sizes, "skipped_items": len(data.skipped),
         "unsafe_augmentation": data.notes,
     }
-    (run_dir / "train_summary.json").write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
     logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
                 result.best_val_auc, result.best_epoch)
     return result
+
+
+def _finished(trainer: SupervisedTrainer, early_stopping: EarlyStopping | None) -> bool:
+    """A resumed run whose last checkpoint is its final one (ignite would start over instead of returning)."""
+    done = trainer.state.epoch >= trainer.state.max_epochs
+    return done or (early_stopping is not None and early_stopping.counter >= early_stopping.patience)
+
+
+def _restore(resumed: tuple[Path, dict], save_dict: dict, trainer: SupervisedTrainer, data_order: DataOrder,
+             random_states: RandomStates, savers: dict[str, Checkpoint | None], checkpoint_dir: Path) -> dict:
+    """Load a checkpoint into the run's objects and arrange for the interrupted epoch to continue exactly.
+
+    The epoch restarts at its next batch: the data order is replayed, then the random number generators and
+    the running epoch metrics are set back (the trainer resets metrics when an epoch starts).
+    """
+    path, state = resumed
+    missing = sorted(set(save_dict) - set(state))
+    if missing:
+        raise DataError(f"{path}: not a resumable checkpoint of this run (missing {', '.join(missing)})")
+    Checkpoint.load_objects(to_load=save_dict, checkpoint=state)
+    for pattern, saver in savers.items():
+        if saver is not None:
+            adopt_saved_files(saver, checkpoint_dir, pattern)
+    epoch_length = trainer.state.epoch_length
+    batches_done = trainer.state.iteration % epoch_length
+
+    def _continue_epoch(_) -> None:
+        if batches_done:
+            data_order.resume_mid_epoch(batches_done)
+            save_dict["train_metrics"].load_state_dict(state["train_metrics"])
+        random_states.load_state_dict(state["random_states"])
+
+    trainer.add_event_handler(Events.EPOCH_STARTED(once=trainer.state.epoch + 1), _continue_epoch)
+    logger.info("resuming from %s: epoch %d, iteration %d (%d of %d batches of epoch %d done)", path.name,
+                trainer.state.epoch, trainer.state.iteration, batches_done, epoch_length, trainer.state.epoch + 1)
+    return {"checkpoint": path.name, "epoch": trainer.state.epoch, "iteration": trainer.state.iteration}
