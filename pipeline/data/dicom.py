@@ -8,6 +8,7 @@ non-identifying header fields are ever put into metadata, messages or logs.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ import pydicom
 import torch
 from monai.data import MetaTensor
 from monai.data.image_reader import PydicomReader
-from pydicom.errors import InvalidDicomError
 
 from pipeline.errors import DataError
 
@@ -62,11 +62,22 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _header(path: Path) -> pydicom.Dataset:
+def _parse(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
+    """Parse from memory: a forged element length then cannot make a file read allocate what it declares."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError, TypeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file ({error.strerror or type(error).__name__})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+    except Exception as error:  # pydicom raises many types (struct.error, NotImplementedError, ...) for damage
         raise DataError(f"{path}: not a readable DICOM file ({type(error).__name__})") from None
+
+
+def _header(path: Path) -> pydicom.Dataset:
+    return _parse(path, stop_before_pixels=True)
 
 
 def hash_identifier(identifier: str) -> str | None:
@@ -173,6 +184,9 @@ def _report(problems: dict[str, str], options: DicomOptions, source: Path) -> li
 
 def _decode(path: Path) -> tuple[np.ndarray, dict]:
     """One file through MONAI's PydicomReader: rescaled float32 array (x, y[, frames]) and its metadata."""
+    parsed = _parse(path, stop_before_pixels=False)  # checks every element fits the file before MONAI reads it
+    if not any(key in parsed for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DataError(f"{path}: a DICOM file without pixel data")
     reader = PydicomReader(swap_ij=False, prune_metadata=True)
     try:
         with warnings.catch_warnings():

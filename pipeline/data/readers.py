@@ -7,11 +7,13 @@ SimpleITK. Only non-identifying metadata is kept: the affine, the file name and 
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -58,7 +60,34 @@ def _read_with(reader, path: Path) -> tuple[np.ndarray, dict]:
         raise DataError(f"{path}: cannot read the image ({message})") from None
 
 
+def _check_nifti_size(path: Path) -> None:
+    """Compare the voxel data a NIfTI header declares with what the file can hold, before anything is allocated
+    (nibabel allocates the declared size first, so a forged header could otherwise claim gigabytes)."""
+    try:
+        header = nib.load(str(path)).header
+        shape = tuple(int(size) for size in header.get_data_shape())
+        declared = math.prod(shape) * header.get_data_dtype().itemsize + int(header.get("vox_offset", 0))
+    except Exception as error:  # nibabel raises many types for damaged headers
+        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise DataError(f"{path}: cannot read the NIfTI header ({message})") from None
+    if _suffix(path) == ".nii.gz":
+        with open(path, "rb") as handle:  # gzip's trailer holds the uncompressed size modulo 2**32
+            handle.seek(0, 2)
+            if handle.tell() < 18:
+                raise DataError(f"{path}: truncated gzip file")
+            handle.seek(-4, 2)
+            available = int.from_bytes(handle.read(4), "little")
+        if path.stat().st_size < 2**32 and declared > 2**32:
+            raise DataError(f"{path}: the header declares {declared} bytes of voxel data, more than the file holds")
+        declared %= 2**32
+    else:
+        available = path.stat().st_size
+    if declared > available:
+        raise DataError(f"{path}: the header declares {declared} bytes of voxel data but the file holds {available}")
+
+
 def _read_nifti(path: Path) -> MetaTensor:
+    _check_nifti_size(path)
     array, meta = _read_with(NibabelReader(), path)
     affine = np.asarray(meta.get("affine", np.eye(4)))
     if array.ndim == 4:  # (x, y, z, t): the fourth axis becomes channels

@@ -5,6 +5,7 @@ The harness is loader-agnostic: a ``FuzzTarget`` gives a valid file's bytes, the
 results; DICOM and NIfTI readers are added to ``TARGETS`` the same way as the MedMNIST ``.npz`` reader.
 """
 
+import gzip
 import io
 import tracemalloc
 import zipfile
@@ -12,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.data import SPLITS, read_medmnist
+from pipeline.data.readers import read_image
 from pipeline.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,10 +54,38 @@ class FuzzTarget:
     same: Callable[[object, object], bool]
 
 
+SHARED_DICOM = REPO.parent / "shared" / "data" / "dicom" / "single"
+
+
+def _nifti_sample(compressed: bool) -> bytes:
+    """A small real-valued volume as a NIfTI-1 file (.nii or .nii.gz bytes)."""
+    volume = np.linspace(-100, 400, 6 * 7 * 5, dtype=np.float32).reshape(6, 7, 5)
+    image = nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.0, 1.0]))
+    data = image.to_bytes()
+    return gzip.compress(data, mtime=0) if compressed else data
+
+
+def _well_formed_image(result, original) -> bool:
+    """Images carry no checksum, so a mutated file may decode to another image: it must still be a well-formed
+    one (finite float32, channel-first, 2 or 3 spatial axes, no larger than the file could hold)."""
+    image = result.image
+    return (image.dtype == torch.float32 and image.ndim in (3, 4) and bool(torch.isfinite(image).all())
+            and image.numel() <= 4 * original.image.numel() + 2**16)
+
+
 TARGETS = [
     FuzzTarget("medmnist-npz-deflated", ".npz", lambda: _medmnist_sample(True), read_medmnist, _same_splits),
     FuzzTarget("medmnist-npz-stored", ".npz", lambda: _medmnist_sample(False), read_medmnist, _same_splits),
+    FuzzTarget("nifti", ".nii", lambda: _nifti_sample(False), read_image, _well_formed_image),
+    FuzzTarget("nifti-gz", ".nii.gz", lambda: _nifti_sample(True), read_image, _well_formed_image),
 ]
+if SHARED_DICOM.is_dir():  # real files beside the repository (CI has them)
+    TARGETS += [
+        FuzzTarget("dicom-ct", ".dcm", lambda: (SHARED_DICOM / "CT_small.dcm").read_bytes(), read_image,
+                   _well_formed_image),
+        FuzzTarget("dicom-mr-multiframe", ".dcm", lambda: (SHARED_DICOM / "emri_small.dcm").read_bytes(), read_image,
+                   _well_formed_image),
+    ]
 
 
 @st.composite

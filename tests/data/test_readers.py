@@ -70,7 +70,7 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path):
         tmp_path / "notes.txt": "not an image medvp reads",
         empty: "empty directory",
         tmp_path / "absent.nii": "no such file or directory",
-        truncated: "cannot read the image",
+        truncated: "cannot read the NIfTI header",
         tmp_path / "nan.nii": "NaN or infinite",
         tmp_path / "garbage.png": "cannot read the image",
     }
