@@ -242,7 +242,7 @@ def penalty_overhead(device: torch.device, image_size: int, batch_size: int, ste
 def subset_medmnist(source: Path, out: Path, train_items: int, val_items: int) -> Path:
     """Write the first ``train_items``/``val_items`` of a MedMNIST ``.npz``'s train/val splits (and its whole test
     split) to ``out``: real images, fewer of them, for a short run."""
-    with np.load(source) as archive:
+    with np.load(source, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     for split, count in (("train", train_items), ("val", val_items)):
         arrays[f"{split}_images"] = arrays[f"{split}_images"][:count]
@@ -332,7 +332,7 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
         data_override = []
         if train_items is not None or val_items is not None:
             source = load_config(base_config).data.path
-            with np.load(source) as archive:
+            with np.load(source, allow_pickle=False) as archive:
                 counts = (train_items or len(archive["train_labels"]), val_items or len(archive["val_labels"]))
             subset = subset_medmnist(source, scratch_dir / "subset.npz", *counts)
             data_override = [f"data.path={subset}"]
