@@ -182,8 +182,8 @@ def _report(problems: dict[str, str], options: DicomOptions, source: Path) -> li
     return warned
 
 
-def _decode(path: Path) -> tuple[np.ndarray, dict]:
-    """One file through MONAI's PydicomReader: rescaled float32 array (x, y[, frames]) and its metadata."""
+def _decode(path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
+    """One file through MONAI's PydicomReader: rescaled float32 array (x, y[, frames]) and the parsed file."""
     parsed = _parse(path, stop_before_pixels=False)  # checks every element fits the file before MONAI reads it
     if not any(key in parsed for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(f"{path}: a DICOM file without pixel data")
@@ -192,7 +192,7 @@ def _decode(path: Path) -> tuple[np.ndarray, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = reader.read(str(path))
-            array, meta = reader.get_data(dataset)
+            array, _ = reader.get_data(dataset)
     except DataError:
         raise
     except Exception as error:  # pydicom/decoders raise many types for corrupt or unsupported pixel data
@@ -203,7 +203,7 @@ def _decode(path: Path) -> tuple[np.ndarray, dict]:
         array = array.transpose(2, 1, 0)  # (frames, rows, columns) -> (columns, rows, frames)
     elif array.ndim == 2:
         array = array.T
-    return array, meta
+    return array, parsed
 
 
 def _monochrome1_inverted(array: np.ndarray, header: pydicom.Dataset) -> np.ndarray:
@@ -293,8 +293,7 @@ def read_dicom(path: Path, options: DicomOptions = DEFAULT_DICOM) -> tuple[MetaT
             direction = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
         image = _meta_tensor(volume, _affine(first, spacing, direction), path, str(first.get("Modality", "")))
         return image, patient_key(first), warned
-    header = _header(path)
-    array, _ = _decode(path)
+    array, header = _decode(path)
     array = _monochrome1_inverted(array, header)
     spacing: tuple[float, ...] = _pixel_spacing(header)
     if array.ndim == 3:
