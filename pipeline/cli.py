@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import MedvpError
+from pipeline.errors import ConfigError, MedvpError
 
 __all__ = ["main", "build_parser"]
 
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     benchmark = verbs.add_parser("benchmark", help="run a benchmark spec (finished runs are skipped)")
     benchmark.add_argument("spec", type=Path)
+    benchmark.add_argument("--shard", default="1/1", metavar="K/N",
+                           help="run every N-th (arm, seed) pair from the K-th: N processes split one benchmark")
+    benchmark.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                           help="start no new run after this long; rerun the command to continue")
 
     tune = verbs.add_parser("tune", help="search an arm's hyperparameters on the validation split (Optuna)")
     tune.add_argument("config", type=Path)
@@ -176,7 +180,13 @@ def _benchmark(args: argparse.Namespace) -> int:
     from pipeline.benchmark import load_spec, run_benchmark
 
     spec = load_spec(args.spec)
-    progress = run_benchmark(spec)
+    try:
+        shard = tuple(int(part) for part in args.shard.split("/"))
+        if len(shard) != 2:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 2/4") from None
+    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
 

@@ -74,6 +74,10 @@ def _cell(summary: dict, digits: int = 3) -> str:
     return f"{summary['mean']:.{digits}f} ± {summary['sd']:.{digits}f}"
 
 
+def _number(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _plot_curves(spec: dict, by_arm: dict[str, list[dict]], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for arm, results in by_arm.items():
@@ -127,18 +131,22 @@ def render_report(results_dir: Path, figure_path: Path | None = None, figure_lin
                   "accuracy | source |", "|---|---|---|---|"]
         lines += [f"| {row['method']} | {row['auc']} | {row['accuracy']} | {row['source']} |"
                   for row in spec["published"]]
-    reference = by_arm.get("ce", [])
-    lines += ["", "Paired differences against `ce` (same seeds; mean, 95% interval, paired t-test):", "",
-              "| arm | Δ test accuracy | p | Δ test AUC | p |", "|---|---|---|---|---|"]
-    for arm, results in by_arm.items():
-        if arm == "ce":
-            continue
+    if spec.get("arm_settings"):
+        lines += ["", "Tuned hyperparameters (`medvp tune` on the validation split; the test split is not read):", "",
+                  "| arm | settings |", "|---|---|"]
+        lines += [f"| {arm} | " + ", ".join(f"{key} = {_number(value)}" for key, value in settings.items()) + " |"
+                  for arm, settings in spec["arm_settings"].items() if arm in by_arm]
+    pairs = [(arm, "ce") for arm in by_arm if arm != "ce"]
+    pairs += [tuple(pair) for pair in spec.get("comparisons", []) if pair[0] in by_arm and pair[1] in by_arm]
+    lines += ["", "Paired differences (same seeds; arm minus reference: mean, 95% interval, paired t-test):", "",
+              "| arm | reference | Δ test accuracy | p | Δ test AUC | p |", "|---|---|---|---|---|---|"]
+    for arm, reference in pairs:
         cells = []
         for metric in ("accuracy", "auc"):
-            d = paired_difference(results, reference, "test", metric)
+            d = paired_difference(by_arm[arm], by_arm.get(reference, []), "test", metric)
             cells += ["n/a", "n/a"] if d is None else [f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
                                                        f"{d['p']:.3f}"]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | {reference} | " + " | ".join(cells) + " |")
     if figure_path is not None:
         _plot_curves(spec, by_arm, figure_path)
         lines += ["", f"![curves]({figure_link or figure_path.name})"]

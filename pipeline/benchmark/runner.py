@@ -13,6 +13,7 @@ from pipeline.benchmark.spec import BenchmarkSpec, arm_overrides
 from pipeline.config import load_config
 from pipeline.engine import load_run_config, predict_split, train
 from pipeline.engine.history import json_safe
+from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
@@ -82,24 +83,44 @@ class BenchmarkProgress:
         return None if self.seconds_per_run is None else (self.total - self.done) * self.seconds_per_run
 
 
-def run_benchmark(spec: BenchmarkSpec, report=print) -> BenchmarkProgress:
+def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1, 1),
+                  time_limit_minutes: float | None = None) -> BenchmarkProgress:
     """Run the spec's missing (arm, seed) pairs, seeds in the outer loop so that a partial benchmark covers
-    every arm; ``report`` receives one progress line per run."""
+    every arm; ``report`` receives one progress line per run.
+
+    Args:
+        shard: ``(k, n)``: run only every n-th pair starting at the k-th (1-based), so n processes (on one card
+            or several machines sharing the results folder) split one benchmark without running a pair twice.
+        time_limit_minutes: start no new run once this part has used the limit, or when the mean run time so
+            far says the next run would overrun it; a later call carries on where this one stopped.
+    """
+    index, count = shard
+    if not 1 <= index <= count:
+        raise ConfigError(f"--shard {index}/{count}: expected K/N with 1 <= K <= N")
     spec.results.mkdir(parents=True, exist_ok=True)
     (spec.results / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1), encoding="utf-8")
     pairs = [(arm, seed) for seed in spec.seeds for arm in spec.arms]
+    mine = pairs[index - 1::count]
     done = sum(result_path(spec, arm, seed).is_file() for arm, seed in pairs)
     durations: list[float] = []
+    started_part = time.perf_counter()
     if done:
         report(f"{done}/{len(pairs)} runs already finished: skipped")
-    for arm, seed in pairs:
+    for arm, seed in mine:
         if result_path(spec, arm, seed).is_file():
             continue
+        if time_limit_minutes is not None and durations:
+            used = time.perf_counter() - started_part
+            if used + sum(durations) / len(durations) > time_limit_minutes * 60:
+                report(f"time limit of {time_limit_minutes:g} min reached: {done}/{len(pairs)} runs finished; "
+                       "run the same command again to continue")
+                break
         started = time.perf_counter()
         result = run_one(spec, arm, seed)
         durations.append(time.perf_counter() - started)
-        done += 1
-        progress = BenchmarkProgress(done, len(pairs), sum(durations) / len(durations))
+        done = sum(result_path(spec, a, s).is_file() for a, s in pairs)
+        remaining = sum(not result_path(spec, a, s).is_file() for a, s in mine)
+        eta = remaining * sum(durations) / len(durations) / 60
         report(f"[{done}/{len(pairs)}] {arm} seed {seed}: test accuracy {result['test']['accuracy']:.4f}, "
-               f"AUC {result['test']['auc']:.4f} ({durations[-1]:.0f} s; ETA {progress.eta_seconds / 60:.1f} min)")
+               f"AUC {result['test']['auc']:.4f} ({durations[-1]:.0f} s; ETA {eta:.1f} min)")
     return BenchmarkProgress(done, len(pairs), sum(durations) / len(durations) if durations else None)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.config.loader import format_validation_error
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "arm_overrides", "load_spec"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")
@@ -19,9 +19,18 @@ _ORIGINAL_PENALTY = ["loss.variance_weight=0.01", "loss.feature_sampling_ratio=0
 _CE = ["loss.variance_weight=0", "loss.lambda_=1.0"]
 
 
-def _with(settings: dict, arm: str, key: str, default: object) -> object:
-    return settings.get(arm, {}).get(key, default)
+#: the method's original network: four 1x1 conv layers of 10 filters (its write-up used 224 px and a dense head;
+#: here the images stay at 28 px and SimpleCNN pools globally before its linear head)
+_ORIGINAL_CNN = "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"
 
+#: tuned arm -> its tuned hyperparameters (from ``medvp tune``, kept in the spec's arm_settings) as overrides;
+#: ``medvp tune`` uses the same translation for its trials, so a trial and the benchmark arm train alike
+TUNED_ARMS: dict[str, Callable[[dict], list[str]]] = {
+    "vp_tuned": lambda p: [f"loss.{key}={value}" for key, value in p.items()],
+    "ce_dropout": lambda p: [*_CE, f"model.dropout={p['dropout']}"],
+    "ce_label_smoothing": lambda p: [*_CE, f"loss.label_smoothing={p['label_smoothing']}"],
+    "ce_weight_decay": lambda p: [*_CE, "optimizer.name=adamw", f"optimizer.weight_decay={p['weight_decay']}"],
+}
 
 #: arm -> overrides on top of the base config, given the spec's per-arm settings (tuned values)
 ARMS: dict[str, Callable[[dict], list[str]]] = {
@@ -29,15 +38,12 @@ ARMS: dict[str, Callable[[dict], list[str]]] = {
     "vp_original": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block"],
     "vp_original_last_conv": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_conv"],
     "vp_original_all_conv": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=all_conv"],
-    "vp_tuned": lambda s: [f"loss.{key}={value}" for key, value in s["vp_tuned"].items()],
-    "ce_dropout": lambda s: [*_CE, f"model.dropout={_with(s, 'ce_dropout', 'dropout', 0.3)}"],
-    "ce_label_smoothing": lambda s: [*_CE, "loss.label_smoothing="
-                                     f"{_with(s, 'ce_label_smoothing', 'label_smoothing', 0.1)}"],
-    "ce_weight_decay": lambda s: [*_CE, "optimizer.name=adamw",
-                                  f"optimizer.weight_decay={_with(s, 'ce_weight_decay', 'weight_decay', 1e-4)}"],
+    **{arm: (lambda s, arm=arm: TUNED_ARMS[arm](s[arm])) for arm in TUNED_ARMS},
     "ce_augment": lambda s: [*_CE, f"augmentation.transforms={_SAFE_AUGMENTATION}"],
     "vp_augment": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block",
                              f"augmentation.transforms={_SAFE_AUGMENTATION}"],
+    "original_cnn_ce": lambda s: [*_CE, "model.name=simplecnn", _ORIGINAL_CNN],
+    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", "model.name=simplecnn", _ORIGINAL_CNN],
 }
 
 
@@ -57,6 +63,8 @@ class BenchmarkSpec(BaseModel):
     results: Path = Field(description="folder of per-run result JSON files (committed)")
     runs: Path = Field(Path("runs/benchmarks"), description="folder of run directories (not committed)")
     arm_settings: dict[str, dict] = Field(default_factory=dict, description="tuned hyperparameters per arm")
+    comparisons: list[tuple[str, str]] = Field(
+        default_factory=list, description="extra paired comparisons [arm, reference] besides every arm against ce")
 
     @field_validator("arms")
     @classmethod
@@ -71,8 +79,8 @@ class BenchmarkSpec(BaseModel):
 
 def arm_overrides(spec: BenchmarkSpec, arm: str) -> list[str]:
     """The ``--set`` overrides that make the base config into ``arm``."""
-    if arm == "vp_tuned" and "vp_tuned" not in spec.arm_settings:
-        raise ConfigError(f"{spec.name}: arm vp_tuned needs arm_settings.vp_tuned (the tuned loss settings)")
+    if arm in TUNED_ARMS and arm not in spec.arm_settings:
+        raise ConfigError(f"{spec.name}: arm {arm} needs arm_settings.{arm} (its hyperparameters from medvp tune)")
     return [*spec.overrides, *ARMS[arm](spec.arm_settings)]
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import optuna
 
+from pipeline.benchmark.spec import TUNED_ARMS
 from pipeline.config import Config, load_config
 from pipeline.engine import train
+from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
 
-__all__ = ["SEARCH_SPACES", "tune", "trial_overrides"]
+__all__ = ["SEARCH_SPACES", "tune", "trial_overrides", "write_trials"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,21 +27,17 @@ def _vp(trial: optuna.Trial) -> dict:
             "taps": trial.suggest_categorical("taps", ["last_block", "last_conv", "all_conv"])}
 
 
-#: arm -> (suggest the arm's hyperparameters, turn them into config overrides)
-SEARCH_SPACES: dict[str, tuple[Callable[[optuna.Trial], dict], Callable[[dict], list[str]]]] = {
-    "vp_tuned": (_vp, lambda p: [f"loss.{key}={value}" for key, value in p.items()]),
-    "ce_dropout": (lambda t: {"dropout": t.suggest_float("dropout", 0.0, 0.6)},
-                   lambda p: ["loss.variance_weight=0", f"model.dropout={p['dropout']}"]),
-    "ce_label_smoothing": (lambda t: {"label_smoothing": t.suggest_float("label_smoothing", 0.0, 0.3)},
-                           lambda p: ["loss.variance_weight=0", f"loss.label_smoothing={p['label_smoothing']}"]),
-    "ce_weight_decay": (lambda t: {"weight_decay": t.suggest_float("weight_decay", 1e-6, 1e-2, log=True)},
-                        lambda p: ["loss.variance_weight=0", "optimizer.name=adamw",
-                                   f"optimizer.weight_decay={p['weight_decay']}"]),
+#: arm -> suggest the arm's hyperparameters (turned into overrides as the benchmark arm does: TUNED_ARMS)
+SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict]] = {
+    "vp_tuned": _vp,
+    "ce_dropout": lambda t: {"dropout": t.suggest_float("dropout", 0.0, 0.6)},
+    "ce_label_smoothing": lambda t: {"label_smoothing": t.suggest_float("label_smoothing", 0.0, 0.3)},
+    "ce_weight_decay": lambda t: {"weight_decay": t.suggest_float("weight_decay", 1e-6, 1e-2, log=True)},
 }
 
 
 def trial_overrides(arm: str, params: dict) -> list[str]:
-    return SEARCH_SPACES[arm][1](params)
+    return TUNED_ARMS[arm](params)
 
 
 def _pruner_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
@@ -64,21 +62,37 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
         raise ConfigError(f"--arm {arm!r}: expected one of {sorted(SEARCH_SPACES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     base: Config = load_config(config_path, list(overrides))
-    storage = storage or f"sqlite:///{(out_dir / 'optuna.db').resolve()}"
+    # One SQLite file per arm by default: concurrent first-time schema creation in one file can collide.
+    storage = storage or f"sqlite:///{(out_dir / f'optuna_{arm}.db').resolve()}"
     study = optuna.create_study(study_name=f"{base.output.name}-{arm}", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
                                 load_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
-        params = SEARCH_SPACES[arm][0](trial)
+        params = SEARCH_SPACES[arm](trial)
         config = load_config(config_path, [*overrides, *trial_overrides(arm, params), "evaluation.splits=[]",
                                            "training.progress_bar=false"])
         result = train(config, out_dir / "trials" / f"{arm}_{trial.number}", on_validation=_pruner_callback(trial))
         return result.best_val_auc
 
     study.optimize(objective, n_trials=trials, catch=())
+    write_trials(study, out_dir / f"trials_{arm}.csv")
     best = {"arm": arm, "params": study.best_params, "best_val_auc": study.best_value,
             "trials": len(study.trials), "storage": storage}
     (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
     return study
+
+
+def write_trials(study: optuna.Study, path: Path) -> Path:
+    """One row per trial: number, state, best validation AUC (or the last reported one when pruned), epochs
+    reported and the parameters, so the search can be committed beside the benchmark results."""
+    rows = []
+    for trial in study.trials:
+        reported = trial.intermediate_values
+        value = trial.value if trial.value is not None else (reported[max(reported)] if reported else None)
+        rows.append({"trial": trial.number, "state": trial.state.name, "val_auc": value,
+                     "epochs_reported": len(reported), **trial.params})
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    write_table(path, rows, tuple(columns))
+    return path

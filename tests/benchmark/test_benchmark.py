@@ -46,6 +46,7 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root):
     out = write_report([tmp_path / "results" / "tiny"], tmp_path / "docs" / "benchmarks.md", "# Benchmarks\n")
     text = out.read_text()
     assert "| ce | 2 |" in text and "| vp_original | 2 |" in text and "Paired differences" in text
+    assert "| vp_original | ce |" in text
     assert (tmp_path / "docs" / "benchmarks" / "tiny_curves.png").is_file()
 
 
@@ -55,8 +56,21 @@ def test_arms_differ_only_in_their_regularizer(tmp_path, repo_root):
     assert ce[:3] == vp[:3] == spec.overrides
     assert "loss.variance_weight=0" in ce
     assert {"loss.variance_weight=0.01", "loss.feature_sampling_ratio=0.2", "loss.lambda_=0.5"} <= set(vp)
-    with pytest.raises(ConfigError, match="vp_tuned needs arm_settings.vp_tuned"):
-        arm_overrides(spec, "vp_tuned")
+    for arm in ("vp_tuned", "ce_dropout", "ce_label_smoothing", "ce_weight_decay"):
+        with pytest.raises(ConfigError, match=f"arm {arm} needs arm_settings.{arm}"):
+            arm_overrides(spec, arm)
+
+
+def test_tuned_arms_train_as_their_tuning_trials_did(tmp_path, repo_root):
+    from pipeline.benchmark.tuning import trial_overrides
+
+    settings = {"ce_weight_decay": {"weight_decay": 3e-4},
+                "vp_tuned": {"variance_weight": 0.05, "feature_sampling_ratio": 0.4, "lambda_": 1.2,
+                             "taps": "all_conv"}}
+    spec = tiny_spec(tmp_path, repo_root).model_copy(update={"arm_settings": settings})
+    for arm, params in settings.items():
+        assert arm_overrides(spec, arm) == [*spec.overrides, *trial_overrides(arm, params)]
+    assert "optimizer.weight_decay=0.0003" in arm_overrides(spec, "ce_weight_decay")
 
 
 def test_spec_errors(tmp_path):
@@ -75,3 +89,32 @@ def test_summary_and_paired_statistics():
     ce = [{"seed": s, "test": {"accuracy": v}} for s, v in enumerate([0.80, 0.82, 0.84])]
     difference = paired_difference(arm, ce, "test", "accuracy")
     assert difference["mean"] == pytest.approx(0.05 / 3) and 0 < difference["p"] < 1
+
+
+def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, repo_root, monkeypatch):
+    import pipeline.benchmark.runner as runner
+
+    spec = tiny_spec(tmp_path, repo_root).model_copy(update={"seeds": [0, 1, 2]})
+    clock = {"now": 0.0}
+    trained = []
+
+    def fake_run(spec, arm, seed):
+        clock["now"] += 60.0  # every run takes a minute
+        trained.append((arm, seed))
+        path = runner.result_path(spec, arm, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        return {"test": {"accuracy": 0.5, "auc": 0.5}}
+
+    monkeypatch.setattr(runner, "run_one", fake_run)
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock["now"])
+    lines = []
+    runner.run_benchmark(spec, lines.append, shard=(1, 2), time_limit_minutes=2.5)
+    assert trained == [("ce", 0), ("ce", 1)]  # a third run would end at 3 min > 2.5
+    assert "time limit of 2.5 min reached: 2/6" in lines[-1]
+    runner.run_benchmark(spec, lines.append, shard=(1, 2))
+    runner.run_benchmark(spec, lines.append, shard=(2, 2))
+    assert sorted(trained) == sorted((arm, seed) for arm in ("ce", "vp_original") for seed in (0, 1, 2))
+    assert len(trained) == 6  # no pair twice
+    with pytest.raises(ConfigError, match="--shard 3/2"):
+        runner.run_benchmark(spec, lines.append, shard=(3, 2))

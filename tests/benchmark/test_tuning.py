@@ -49,6 +49,7 @@ def test_pruning_callback_reports_and_raises_when_the_pruner_says_so():
 
 
 def test_search_space_overrides_turn_the_penalty_off_for_ce_arms():
-    assert trial_overrides("ce_dropout", {"dropout": 0.2}) == ["loss.variance_weight=0", "model.dropout=0.2"]
+    assert trial_overrides("ce_dropout", {"dropout": 0.2}) == ["loss.variance_weight=0", "loss.lambda_=1.0",
+                                                                "model.dropout=0.2"]
     assert "loss.taps=all_conv" in trial_overrides("vp_tuned", {"variance_weight": 0.1, "feature_sampling_ratio": 0.5,
                                                                 "lambda_": 1.0, "taps": "all_conv"})
