@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="start no new run after this long; rerun the command to continue")
 
     tune = verbs.add_parser("tune", help="search an arm's hyperparameters on the validation split (Optuna)")
-    tune.add_argument("config", type=Path)
+    tune.add_argument("config", type=Path, nargs="?", help="a config; or give --spec instead")
+    tune.add_argument("--spec", type=Path, default=None,
+                      help="a benchmark spec: tune at its scale (its base config and overrides)")
     tune.add_argument("--trials", type=int, default=20)
     tune.add_argument("--arm", default="vp_tuned", help="vp_tuned, ce_dropout, ce_label_smoothing, ce_weight_decay")
     tune.add_argument("--out", type=Path, default=Path("runs/tuning"))
@@ -194,7 +196,15 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from pipeline.benchmark.tuning import tune
 
-    study = tune(args.config, args.arm, args.trials, args.out, args.overrides, args.storage)
+    config, overrides = args.config, list(args.overrides)
+    if (config is None) == (args.spec is None):
+        raise ConfigError("medvp tune: give either CONFIG or --spec SPEC")
+    if args.spec is not None:
+        from pipeline.benchmark import load_spec
+
+        spec = load_spec(args.spec)
+        config, overrides = spec.base_config, [*spec.overrides, *overrides]
+    study = tune(config, args.arm, args.trials, args.out, overrides, args.storage)
     print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
           f"written: {args.out / f'best_{args.arm}.json'}")
     return 0

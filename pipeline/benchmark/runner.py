@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,16 @@ logger = logging.getLogger(__name__)
 
 _HISTORY_KEYS = ("epoch", "train_classification", "train_variance", "train_accuracy", "val_loss", "val_accuracy",
                  "val_auc")
+
+
+def _code_commit() -> str | None:
+    """The git commit of the code that ran (None outside a git checkout), so results name what produced them."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                               text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None
 
 
 def result_path(spec: BenchmarkSpec, arm: str, seed: int) -> Path:
@@ -63,7 +74,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
         },
         "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
         "train_seconds": trained.seconds, "wall_seconds": time.perf_counter() - started,
-        "hardware": summary["hardware"], "versions": summary["versions"],
+        "hardware": summary["hardware"], "versions": summary["versions"], "commit": _code_commit(),
         "history": [{key: record[key] for key in _HISTORY_KEYS} for record in history],
     }
     path = result_path(spec, arm, seed)
