@@ -27,7 +27,26 @@ training. Cells are mean ± sd over seeds.
 
 _COLUMNS = (("test", "accuracy", "test acc"), ("test", "auc", "test AUC"), ("test", "balanced_accuracy", "bal. acc"),
             ("test", "nll", "test NLL"), ("test", "ece", "test ECE"), ("test_last_epoch", "accuracy", "last-epoch acc"),
-            ("test_last_epoch", "auc", "last-epoch AUC"), ("gaps", "accuracy_train_minus_test", "acc gap train-test"))
+            ("test_last_epoch", "auc", "last-epoch AUC"))
+#: generalization at the selected checkpoint, and the cost
+_GAP_COLUMNS = (("gaps", "accuracy_train_minus_val", "acc train−val"), ("gaps", "accuracy_train_minus_test",
+                "acc train−test"), ("gaps", "loss_train_minus_val", "NLL train−val"),
+                ("gaps", "loss_train_minus_test", "NLL train−test"), (None, "best_epoch", "epoch of best val AUC"),
+                (None, "train_seconds", "train s"))
+
+
+def _value(result: dict, section: str | None, metric: str) -> float:
+    return result[metric] if section is None else result[section][metric]
+
+
+def _table(by_arm: dict[str, list[dict]], columns: tuple) -> list[str]:
+    lines = ["| arm | seeds | " + " | ".join(title for _, _, title in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for arm, results in by_arm.items():
+        cells = [_cell(summarize([_value(r, section, metric) for r in results]), 1 if section is None else 3)
+                 for section, metric, _ in columns]
+        lines.append(f"| {arm} | {len(results)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def load_results(results_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -108,16 +127,14 @@ def render_report(results_dir: Path, figure_path: Path | None = None, figure_lin
     if not by_arm:
         raise DataError(f"{results_dir}: no results yet")
     any_result = next(iter(by_arm.values()))[0]
+    hardware = "; ".join(sorted({r["hardware"] for results in by_arm.values() for r in results}))
     lines = [f"## {spec['name']}", "", spec.get("description", "").strip(), "",
              f"Base config `{Path(spec['base_config']).name}` with `{' '.join(spec['overrides'])}`; "
-             f"seeds {spec['seeds']}. Hardware: {any_result['hardware']}; versions {any_result['versions']}. "
+             f"seeds {spec['seeds']}. Hardware: {hardware}; versions {any_result['versions']}. "
              f"Model selection: {any_result['selection']}; the test split is read once per run, after training.",
-             "", "| arm | seeds | " + " | ".join(title for _, _, title in _COLUMNS) + " | best epoch |",
-             "|---|---|" + "---|" * (len(_COLUMNS) + 1)]
-    for arm, results in by_arm.items():
-        cells = [_cell(summarize([r[section][metric] for r in results])) for section, metric, _ in _COLUMNS]
-        cells.append(_cell(summarize([r["best_epoch"] for r in results]), 1))
-        lines.append(f"| {arm} | {len(results)} | " + " | ".join(cells) + " |")
+             "", *_table(by_arm, _COLUMNS), "",
+             "Generalization gaps at the selected checkpoint (train minus validation or test; accuracy and NLL), "
+             "the epoch of the best validation AUC, and training time:", "", *_table(by_arm, _GAP_COLUMNS)]
     lines += ["", "95% intervals of the mean (t distribution over seeds):", "",
               "| arm | test accuracy | test AUC |", "|---|---|---|"]
     for arm, results in by_arm.items():
