@@ -23,11 +23,14 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     assert seen_items and not any(name.startswith("test/") for name in seen_items)
     best = json.loads((tmp_path / "best_vp_tuned.json").read_text())
     assert set(best["params"]) == {"variance_weight", "feature_sampling_ratio", "lambda_", "taps"}
-    assert best["best_val_auc"] == max(trial.value for trial in study.trials) and (tmp_path / "optuna.db").is_file()
+    assert best["best_val_auc"] == max(trial.value for trial in study.trials)
+    assert (tmp_path / "optuna_vp_tuned.db").is_file()
+    trials = (tmp_path / "trials_vp_tuned.csv").read_text().splitlines()
+    assert len(trials) == 3 and trials[0].startswith("trial,state,val_auc,epochs_reported,")
     # the same storage resumes the study
-    again = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_label_smoothing", trials=1, out_dir=tmp_path,
+    again = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "vp_tuned", trials=1, out_dir=tmp_path,
                  overrides=["training.max_epochs=1", "model.options={channels: [4, 4, 8, 8]}", "data.batch_size=256"])
-    assert len(again.trials) == 1 and len(optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")) == 2
+    assert len(again.trials) == 3 and optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna_vp_tuned.db'}")
 
 
 def test_pruning_callback_reports_and_raises_when_the_pruner_says_so():
