@@ -156,6 +156,7 @@ def make_loss(config: Config, task: str, network: nn.Module) -> tuple[VariancePe
         variance_weight=config.loss.variance_weight, feature_sampling_ratio=config.loss.feature_sampling_ratio,
         lambda_=config.loss.lambda_, task=task, feature_source=tap, seed=seed,
         from_logits=config.loss.from_logits, label_smoothing=config.loss.label_smoothing,
+        variance_scope=config.loss.variance_scope,
     )
     return loss, tap
 
