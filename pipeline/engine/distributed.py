@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 
-__all__ = ["DistributedContext", "current_context", "distributed_session", "launched_by_torchrun", "launch"]
+__all__ = ["DistributedContext", "current_context", "distributed_session", "end_process_group", "launched_by_torchrun",
+           "launch"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,13 @@ def current_context() -> DistributedContext:
                               world_size=dist.get_world_size())
 
 
+def end_process_group() -> None:
+    """Destroy the default process group, and reset ignite's view of it: ``ignite.distributed`` keeps the group it
+    first found, and would use the destroyed one in a later single-process run of the same Python process."""
+    idist.sync()
+    idist.finalize()
+
+
 def _wants_cuda(config: Config) -> bool:
     return config.training.device == "cuda" or (config.training.device == "auto" and torch.cuda.is_available())
 
@@ -99,7 +108,7 @@ def distributed_session(config: Config) -> Iterator[DistributedContext]:
                     context.local_rank, backend)
         yield context
     finally:
-        dist.destroy_process_group()
+        end_process_group()
 
 
 def launch(nproc: int, worker_argv: list[str]) -> None:

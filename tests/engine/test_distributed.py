@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,8 @@ import torch.multiprocessing as mp
 from pipeline.config import parse_config
 from pipeline.engine import train
 from pipeline.engine.checkpoint import load_checkpoint
+from pipeline.engine.distributed import end_process_group
+from pipeline.errors import ConfigError
 
 GLOBAL_BATCH = 16
 METRICS = ("train_loss", "train_classification", "train_variance", "train_accuracy", "val_loss", "val_accuracy",
@@ -132,3 +135,15 @@ def test_only_rank_zero_writes_the_run_directory(runs):
                 if path.is_file() and "tensorboard" not in path.parts}
     assert files(two_dir) == files(one_dir)
     assert len(list((two_dir / "tensorboard").iterdir())) == 1
+
+
+def test_sync_batchnorm_on_cpu_is_a_config_error(tiny_data, tmp_path):
+    doc = document(tiny_data, tmp_path, 1)
+    doc["training"].update(sync_batchnorm=True, device="cpu")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ConfigError, match="training.sync_batchnorm = true needs CUDA"):
+            train(parse_config(doc, "test", tmp_path), tmp_path / "run")
+    finally:
+        end_process_group()
+    assert idist.get_world_size() == 1 and not dist.is_initialized()  # later tests run in a single process
