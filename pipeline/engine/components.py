@@ -124,6 +124,9 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
         batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
         sampler, seed = None, config.training.seed
         if distributed:
+            if len(dataset) < torch.distributed.get_world_size():
+                raise DataError(f"{config.data.path}: the {split} split has {len(dataset)} item(s), fewer than the "
+                                f"{torch.distributed.get_world_size()} processes; start fewer processes")
             sampler = _distributed_sampler(dataset, split, config.training.seed)
             seed += torch.distributed.get_rank() if split == "train" else 0
         loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train",

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from pipeline.config import parse_config
 from pipeline.engine import train
 from pipeline.engine.checkpoint import load_checkpoint
-from pipeline.engine.distributed import end_process_group
+from pipeline.engine.distributed import distributed_session, end_process_group
 from pipeline.errors import ConfigError
 
 GLOBAL_BATCH = 16
@@ -137,7 +137,8 @@ def test_only_rank_zero_writes_the_run_directory(runs):
     assert len(list((two_dir / "tensorboard").iterdir())) == 1
 
 
-def test_sync_batchnorm_on_cpu_is_a_config_error(tiny_data, tmp_path):
+def test_sync_batchnorm_on_cpu_is_a_config_error(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
     doc = document(tiny_data, tmp_path, 1)
     doc["training"].update(sync_batchnorm=True, device="cpu")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
@@ -147,3 +148,20 @@ def test_sync_batchnorm_on_cpu_is_a_config_error(tiny_data, tmp_path):
     finally:
         end_process_group()
     assert idist.get_world_size() == 1 and not dist.is_initialized()  # later tests run in a single process
+
+
+def test_a_torchrun_environment_starts_a_gloo_group_that_ends_with_the_session(tiny_data, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    config = parse_config({**document(tiny_data, tmp_path, 1), "training": {"device": "cpu"}}, "test", tmp_path)
+    with distributed_session(config) as context:
+        assert (context.enabled, context.rank, context.world_size) == (True, 0, 1)
+        assert dist.get_backend() == "gloo"
+        assert context.broadcast(("run", True)) == ("run", True)
+    assert not dist.is_initialized() and idist.get_world_size() == 1
