@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                        help="continue the unfinished run in RUN_DIR from its last checkpoint (the config must match); "
                             "without it, an unfinished run of the same output.name with the same config is resumed")
+    train.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="train with N processes on this machine (DistributedDataParallel, one per GPU on CUDA), "
+                            "started by torchrun's launcher; the same as "
+                            "`torchrun --standalone --nproc_per_node=N -m pipeline train CONFIG`")
 
     evaluate = verbs.add_parser("evaluate", help="evaluate a run directory on a split")
     evaluate.add_argument("run_dir", type=Path)
@@ -97,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    if os.environ.get("RANK", "0") != "0" and not debug:  # a distributed run's other processes: rank 0 reports
+        level = logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S",
                         force=True)
     if not debug:
@@ -119,18 +126,59 @@ def _summary_line(split: str, report: dict) -> str:
     return f"{split} ({report['items']} items, {report['checkpoint']} checkpoint): " + ", ".join(parts)
 
 
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``train`` command line each process of ``--nproc`` runs (the same, without ``--nproc``)."""
+    argv = [flag for flag, on in (("--debug", args.debug), ("--quiet", args.quiet)) if on]
+    argv += ["train", str(args.config)]
+    for override in args.overrides:
+        argv += ["--set", override]
+    if args.resume is not None:
+        argv += ["--resume", str(args.resume)]
+    return argv
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from pipeline.config import load_config
+    from pipeline.engine.distributed import launch, launched_by_torchrun
+
+    if args.nproc < 1:
+        raise MedvpError(f"--nproc = {args.nproc}: expected a positive number of processes")
+    if launched_by_torchrun():
+        raise MedvpError("--nproc inside a torchrun process: use either torchrun or --nproc, not both")
+    load_config(args.config, args.overrides)  # a bad configuration fails here once, not in every process
+    try:
+        launch(args.nproc, _worker_argv(args))
+    except ChildFailedError as error:
+        failures = ", ".join(f"rank {rank} (exit code {failure.exitcode})" for rank, failure in error.failures.items())
+        print(f"medvp: error: distributed training failed: {failures}; the processes' errors are above",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.engine import check_resumable, evaluate_run, find_run_dir, train
+    from pipeline.engine.distributed import distributed_session
 
+    if args.nproc is not None:
+        return _launch(args)
     config = load_config(args.config, args.overrides)
-    if args.resume is not None:
-        check_resumable(config, args.resume)
-        run_dir, resume = args.resume, True
-    else:
-        run_dir, resume = find_run_dir(config)
-    print(f"run directory: {run_dir}{' (resuming from its last checkpoint)' if resume else ''}")
-    result = train(config, run_dir, resume=resume)
+    with distributed_session(config) as context:
+        run_dir, resume = None, False
+        if context.is_main:  # one process picks the run directory (find_run_dir creates it) and tells the others
+            if args.resume is not None:
+                check_resumable(config, args.resume)
+                run_dir, resume = args.resume, True
+            else:
+                run_dir, resume = find_run_dir(config)
+            print(f"run directory: {run_dir}{' (resuming from its last checkpoint)' if resume else ''}")
+        run_dir, resume = context.broadcast((run_dir, resume))
+        result = train(config, run_dir, resume=resume)
+    if not context.is_main:
+        return 0
     print(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s; best validation AUC "
           f"{result.best_val_auc:.4f} at epoch {result.best_epoch}")
     for split in config.evaluation.splits:

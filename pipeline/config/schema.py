@@ -150,6 +150,9 @@ class LossConfig(_Section):
     seed: int | None = None
     from_logits: bool = True
     label_smoothing: Probability = 0.0
+    variance_scope: Literal["local", "global"] = Field(
+        "local", description="distributed runs: penalize each process's batch (local) or the features gathered "
+        "from every process, i.e. the global batch (global); see docs/distributed.md")
 
 
 class OptimizerConfig(_Section):
@@ -179,6 +182,8 @@ class TrainingConfig(_Section):
                                 "see docs/reliability.md for what it does on GPU")
     checkpoint_every_iterations: Annotated[int, Field(ge=0)] = Field(
         0, description="also write a resumable checkpoint every N training iterations; 0 = at epoch ends only")
+    sync_batchnorm: bool = Field(False, description="distributed runs on CUDA: batch normalization statistics over "
+                                 "the global batch (SyncBatchNorm); no effect in a single process")
 
 
 class OutputConfig(_Section):

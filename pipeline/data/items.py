@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
+from torch.utils.data import Sampler
 
 from pipeline.errors import DataError
 
@@ -101,12 +102,15 @@ def make_dataset(items: list[dict], transform: Compose, cache: str, cache_dir: P
     return Dataset(items, transform=transform)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
+                sampler: Sampler | None = None) -> DataLoader:
     """A MONAI DataLoader; the shuffling order is seeded so a run can be repeated.
 
     A shuffled (training) loader drops a last batch of a single item, which batch normalization cannot take.
+    With a ``sampler`` (a distributed run's share of the items), the sampler orders the items and ``shuffle`` only
+    says whether it is a training loader; ``seed`` still seeds the random transforms.
     """
     generator = torch.Generator().manual_seed(seed)
-    drop_last = shuffle and len(dataset) % batch_size == 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=generator, drop_last=drop_last)
+    drop_last = shuffle and len(sampler if sampler is not None else dataset) % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=num_workers,
+                      generator=generator, drop_last=drop_last, sampler=sampler)

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.handlers import Checkpoint, DiskSaver
 
@@ -59,7 +60,10 @@ class AtomicDiskSaver(DiskSaver):
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         filename = self.filename or filename
-        super().__call__(checkpoint, filename, metadata)
+        super().__call__(checkpoint, filename, metadata)  # writes on rank save_on_rank (0) only
+        if idist.get_rank() != self.save_on_rank:
+            self._stale.clear()
+            return
         for stale in self._stale:
             if stale != filename:
                 (self.dirname / stale).unlink(missing_ok=True)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from monai.data import DataLoader
+from monai.data import DistributedSampler as MonaiDistributedSampler
 from monai.transforms import Compose
 from torch import nn
+from torch.utils.data import DistributedSampler, Sampler
 
 from pipeline.config import Config
 from pipeline.data import SPLITS, DatasetInfo, make_dataset, make_loader
@@ -80,8 +82,22 @@ def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
                        spatial_dims=spatial_dims, spatial_shape=tuple(sample["image"].shape[1:]))
 
 
-def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None) -> PreparedData:
+def _distributed_sampler(dataset, split: str, seed: int) -> Sampler:
+    """This process's share of a split: the training split shuffled by epoch (``set_epoch``) and padded so that
+    every process runs the same number of equal batches; the others split without padding (MONAI's sampler with
+    ``even_divisible=False``), so metrics gathered over the processes count every item once."""
+    if split == "train":
+        return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=False)
+    return MonaiDistributedSampler(dataset, even_divisible=False, shuffle=False)
+
+
+def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None,
+                 distributed: bool = False) -> PreparedData:
     """Read the source, preprocess (cached as configured), add training augmentation, and wrap splits in loaders.
+
+    With ``distributed`` (an initialised process group), each loader reads this process's share of its split, with
+    ``data.batch_size`` items per process and batch; the training loader seeds its random transforms with
+    ``training.seed + rank``, so processes do not augment their items alike.
 
     Raises:
         DataError: for unreadable items when ``data.on_bad_item`` is ``error`` (the default), and for sources
@@ -106,8 +122,15 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
         dataset = make_dataset(items, transform, config.data.cache,
                                cache_dir / split if cache_dir is not None else None)
         batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
+        sampler, seed = None, config.training.seed
+        if distributed:
+            if len(dataset) < torch.distributed.get_world_size():
+                raise DataError(f"{config.data.path}: the {split} split has {len(dataset)} item(s), fewer than the "
+                                f"{torch.distributed.get_world_size()} processes; start fewer processes")
+            sampler = _distributed_sampler(dataset, split, config.training.seed)
+            seed += torch.distributed.get_rank() if split == "train" else 0
         loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train",
-                                     num_workers=config.data.num_workers, seed=config.training.seed)
+                                     num_workers=config.data.num_workers, seed=seed, sampler=sampler)
     logger.info("data %s: %s task, classes %s, %dD, %d channel(s), %s", config.data.path.name, info.task,
                 info.class_names, info.spatial_dims, info.in_channels,
                 ", ".join(f"{split} {len(source.splits[split])}" for split in splits))
@@ -156,6 +179,7 @@ def make_loss(config: Config, task: str, network: nn.Module) -> tuple[VariancePe
         variance_weight=config.loss.variance_weight, feature_sampling_ratio=config.loss.feature_sampling_ratio,
         lambda_=config.loss.lambda_, task=task, feature_source=tap, seed=seed,
         from_logits=config.loss.from_logits, label_smoothing=config.loss.label_smoothing,
+        variance_scope=config.loss.variance_scope,
     )
     return loss, tap
 

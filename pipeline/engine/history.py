@@ -41,13 +41,15 @@ class EpochHistory:
     """Collect train and validation metrics after each epoch; rewrite ``metrics.csv``, ``metrics.json`` and
     ``curves.png`` in ``run_dir`` so that a crash keeps everything up to the last finished epoch.
 
-    Attach it to the trainer after the validation handler, so the epoch's validation metrics exist.
+    Attach it to the trainer after the validation handler, so the epoch's validation metrics exist. With ``write``
+    False (the other processes of a distributed run) it keeps the records, for checkpoints, and writes nothing.
     """
 
-    def __init__(self, run_dir: Path, evaluator: Engine, title: str = "") -> None:
+    def __init__(self, run_dir: Path, evaluator: Engine, title: str = "", write: bool = True) -> None:
         self.run_dir = run_dir
         self.evaluator = evaluator
         self.title = title
+        self.write = write
         self.records: list[dict] = []
         self._epoch_start = 0.0
 
@@ -80,6 +82,8 @@ class EpochHistory:
             "epoch_seconds": time.perf_counter() - self._epoch_start,
         }
         self.records.append(record)
+        if not self.write:
+            return
         write_table(self.run_dir / "metrics.csv", self.records, COLUMNS)
         (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
         plot_curves(self.records, self.run_dir / "curves.png", self.title)

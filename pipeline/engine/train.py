@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ from monai.handlers import (
 )
 from monai.utils import CommonKeys as Keys
 from monai.utils import set_determinism
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.config import Config, save_config
@@ -49,11 +52,12 @@ from pipeline.engine.components import (
     prepare_data,
     select_device,
 )
+from pipeline.engine.distributed import DistributedContext, current_context
 from pipeline.engine.history import EpochHistory, json_safe, write_table
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
 from pipeline.engine.resume import DataOrder, MetricStates, RandomStates, StateAttributes, randomizable_transforms
 from pipeline.engine.rundir import SUMMARY_FILE, create_run_dir, run_lock
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 
 __all__ = ["TrainResult", "train", "create_run_dir", "hardware_description", "CHECKPOINT_DIR", "BEST_CHECKPOINT"]
 
@@ -81,14 +85,16 @@ def _want_progress_bar(setting: bool | str) -> bool:
     return sys.stderr.isatty() if setting == "auto" else bool(setting)
 
 
-def _seed_everything(config: Config, device: torch.device) -> None:
-    """Seed Python, NumPy and torch; with ``training.deterministic`` also force deterministic kernels.
+def _seed_everything(config: Config, device: torch.device, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch (with ``training.seed + rank``: the processes of a distributed run draw
+    different dropout masks; DistributedDataParallel gives them rank 0's initial weights); with
+    ``training.deterministic`` also force deterministic kernels.
 
     On CUDA, deterministic cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first use, and operations without
     a deterministic kernel (the backward of adaptive average pooling, in every medvp network) warn instead of
     failing: docs/reliability.md lists them.
     """
-    seed = config.training.seed
+    seed = config.training.seed + rank
     if config.training.deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -117,38 +123,69 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
         on_validation: called as ``on_validation(epoch, validation metrics)`` after each validation
             (hyperparameter search prunes there; an exception it raises ends training and propagates).
 
+    In a distributed run (an initialised process group, e.g. under ``torchrun``: see
+    ``pipeline.engine.distributed``) every process calls ``train`` with the same arguments; the network is wrapped
+    in DistributedDataParallel, each process trains on its share of every epoch with ``data.batch_size`` items per
+    batch (a global batch of ``data.batch_size`` times the number of processes), metrics are reduced over all
+    processes, and only rank 0 writes the run directory. Every process returns the same result.
+
     Raises:
         DataError: ``resume`` is set but ``run_dir`` holds no loadable checkpoint.
         StorageError: a checkpoint cannot be written (the previous one is kept).
     """
-    run_dir = run_dir or create_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        return _train(config, run_dir, resume, on_validation)
+    context = current_context()
+    if context.is_main:
+        run_dir = run_dir or create_run_dir(config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = context.broadcast(run_dir)
+    with run_lock(run_dir) if context.is_main else contextlib.nullcontext():
+        return _train(config, run_dir, resume, on_validation, context)
 
 
-def _train(config: Config, run_dir: Path, resume: bool,
-           on_validation: Callable[[int, dict], None] | None) -> TrainResult:
+def _wrap_for_distributed(config: Config, network: nn.Module, device: torch.device,
+                          context: DistributedContext) -> nn.Module:
+    """The network the trainer runs: DistributedDataParallel (after SyncBatchNorm, if configured) when
+    distributed, the network itself otherwise. Both share the parameters."""
+    if not context.enabled:
+        if config.training.sync_batchnorm:
+            logger.info("training.sync_batchnorm has no effect in a single process")
+        return network
+    return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[[int, dict], None] | None,
+           context: DistributedContext) -> TrainResult:
+    main = context.is_main
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     resumed = resume_checkpoint(checkpoint_dir) if resume else None
     if resume and resumed is None:
         raise DataError(f"{run_dir}: no loadable checkpoint to resume from in {checkpoint_dir}; "
                         "set output.name for a new run")
-    save_config(config, run_dir / "config.yaml")
+    if main:
+        save_config(config, run_dir / "config.yaml")
     device = select_device(config)
-    _seed_everything(config, device)
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+    if context.enabled and config.training.sync_batchnorm and device.type != "cuda":
+        raise ConfigError("training.sync_batchnorm = true needs CUDA devices (NCCL): PyTorch's SyncBatchNorm "
+                          "does not run on CPU; set it to false")
+    _seed_everything(config, device, context.rank)
     amp_dtype = autocast_dtype(config, device)
 
-    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache")
+    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache", distributed=context.enabled)
     info = data.info
-    write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))
-    if data.skipped:
+    if main:
+        write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))
+    if data.skipped and main:
         write_table(run_dir / "skipped_items.csv", data.skipped, ("item", "split", "reason"))
         logger.warning("skipped %d unreadable item(s): see %s", len(data.skipped), run_dir / "skipped_items.csv")
     for note in data.notes:
         logger.warning(note)
     sample_shape = tuple(data.loaders["train"].dataset[0]["image"].shape)
-    network = make_network(config, info, sample_shape).to(device)
+    network = make_network(config, info, sample_shape)
+    if context.enabled and config.training.sync_batchnorm:
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)  # before the tap hooks its modules
+    network = network.to(device)
     loss, tap = make_loss(config, info.task, network)
     optimizer = make_optimizer(config, network)
     scheduler = make_scheduler(config, optimizer)
@@ -156,8 +193,13 @@ def _train(config: Config, run_dir: Path, resume: bool,
                 run_dir, config.model.name, hardware_description(device), config.loss.variance_weight,
                 config.loss.feature_sampling_ratio, config.loss.lambda_,
                 tap.layer_names if tap else "none", f", autocast {amp_dtype}" if amp_dtype else "")
+    train_network = _wrap_for_distributed(config, network, device, context)
+    if context.enabled:
+        logger.info("distributed: %d processes, %d items per process and batch (global batch %d), "
+                    "variance_scope=%s", context.world_size, config.data.batch_size,
+                    config.data.batch_size * context.world_size, config.loss.variance_scope)
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard")) if main else None
     amp_kwargs = {"dtype": amp_dtype} if amp_dtype else None
 
     evaluator = SupervisedEvaluator(
@@ -174,25 +216,27 @@ def _train(config: Config, run_dir: Path, resume: bool,
         amp_kwargs=amp_kwargs,
         decollate=False,
         val_handlers=[StatsHandler(name="medvp.validation", output_transform=lambda output: None,
-                                   iteration_log=False)],
+                                   iteration_log=False)] if main else None,
     )
     best_saver = Checkpoint({"network": network}, AtomicDiskSaver(checkpoint_dir, filename=BEST_CHECKPOINT),
                             score_function=lambda engine: float(engine.state.metrics[KEY_METRIC]),
                             score_name=KEY_METRIC, n_saved=1)
-    evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_saver)
-    TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda output: None, iteration_log=False,
-                            global_epoch_transform=lambda epoch: trainer.state.epoch).attach(evaluator)
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_saver)  # AtomicDiskSaver writes on rank 0 only
+    if writer is not None:
+        TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda output: None, iteration_log=False,
+                                global_epoch_transform=lambda epoch: trainer.state.epoch).attach(evaluator)
 
-    history = EpochHistory(run_dir, evaluator, title=f"{config.output.name}: {config.model.name}")
+    history = EpochHistory(run_dir, evaluator, title=f"{config.output.name}: {config.model.name}", write=main)
     train_handlers = [ValidationHandler(validator=evaluator, interval=1, epoch_level=True), history]
     if scheduler is not None:
         train_handlers.append(LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True))
-    train_handlers += [
-        StatsHandler(name="medvp.train", tag_name="train_loss", output_transform=lambda output: None,
-                     iteration_log=False),
-        TensorBoardStatsHandler(summary_writer=writer, iteration_log=True, epoch_log=True,
-                                output_transform=lambda output: output[Keys.LOSS].item()),
-    ]
+    if main:
+        train_handlers += [
+            StatsHandler(name="medvp.train", tag_name="train_loss", output_transform=lambda output: None,
+                         iteration_log=False),
+            TensorBoardStatsHandler(summary_writer=writer, iteration_log=True, epoch_log=True,
+                                    output_transform=lambda output: output[Keys.LOSS].item()),
+        ]
     train_metrics = {
         "train_accuracy": Accuracy(output_transform=accuracy_output(info.task),
                                    is_multilabel=info.task == "multilabel"),
@@ -205,7 +249,7 @@ def _train(config: Config, run_dir: Path, resume: bool,
         device=device,
         max_epochs=config.training.max_epochs,
         train_data_loader=data_order,
-        network=network,
+        network=train_network,
         optimizer=optimizer,
         loss_function=loss,
         key_train_metric={"train_accuracy": train_metrics["train_accuracy"]},
@@ -215,6 +259,9 @@ def _train(config: Config, run_dir: Path, resume: bool,
         decollate=False,
         train_handlers=train_handlers,
     )
+    sampler = data.loaders["train"].sampler
+    if context.enabled:  # a new shuffle every epoch; registered before a resumed run replays its epoch's order
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     early_stopping = None
     if on_validation is not None:
         evaluator.add_event_handler(Events.COMPLETED,
@@ -247,7 +294,7 @@ def _train(config: Config, run_dir: Path, resume: bool,
         trainer.add_event_handler(Events.ITERATION_COMPLETED(
             event_filter=lambda _, iteration: iteration % every == 0 and iteration % epoch_length != 0),
             iteration_saver)
-    if _want_progress_bar(config.training.progress_bar):
+    if main and _want_progress_bar(config.training.progress_bar):
         ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": output[Keys.LOSS].item()})
 
     resumed_from = None
@@ -260,7 +307,8 @@ def _train(config: Config, run_dir: Path, resume: bool,
         if not _finished(trainer, early_stopping):
             trainer.run()
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         if tap is not None:
             tap.remove()
     seconds = time.perf_counter() - started
@@ -277,7 +325,14 @@ def _train(config: Config, run_dir: Path, resume: bool,
         "split_made_here": data.split_made_here, "items": data.sizes, "skipped_items": len(data.skipped),
         "unsafe_augmentation": data.notes,
     }
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
+    if context.enabled:
+        summary["distributed"] = {"processes": context.world_size, "backend": torch.distributed.get_backend(),
+                                  "batch_size_per_process": config.data.batch_size,
+                                  "global_batch_size": config.data.batch_size * context.world_size,
+                                  "variance_scope": config.loss.variance_scope,
+                                  "sync_batchnorm": config.training.sync_batchnorm}
+    if main:
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
     logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
                 result.best_val_auc, result.best_epoch)
     return result

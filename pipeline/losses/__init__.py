@@ -1,5 +1,6 @@
 """Losses: the variance-penalized loss and the feature tap that feeds it (torch only)."""
 
+from pipeline.losses.distributed import VARIANCE_SCOPES, gather_features
 from pipeline.losses.feature_tap import TAP_CHOICES, FeatureTap, TapPoint, resolve_tap_points
 from pipeline.losses.variance_penalized import TASKS, VariancePenalizedLoss, sample_feature_columns, variance_penalty
 
@@ -12,4 +13,6 @@ __all__ = [
     "variance_penalty",
     "sample_feature_columns",
     "TASKS",
+    "VARIANCE_SCOPES",
+    "gather_features",
 ]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from pipeline.losses.distributed import VARIANCE_SCOPES, gather_features
 from pipeline.losses.feature_tap import FeatureTap
 
 __all__ = ["VariancePenalizedLoss", "variance_penalty", "sample_feature_columns", "TASKS"]
@@ -93,12 +94,16 @@ class VariancePenalizedLoss(_Loss):
         label_smoothing: in [0, 1); smooths multiclass targets as ``torch.nn.CrossEntropyLoss`` does, and
             binary/multilabel targets towards 0.5.
         reduction: ``"mean"`` or ``"sum"`` over the batch for the classification term.
+        variance_scope: in a distributed (DistributedDataParallel) run, ``"local"`` penalizes each process's own
+            batch; ``"global"`` gathers the features of every process (with gradients, see
+            :mod:`pipeline.losses.distributed`) and penalizes the whole global batch, as a single process would.
+            Both are the same without an initialised process group.
 
     After each call, ``last_terms`` holds the detached ``{"classification": ..., "variance": ...}`` terms.
 
     Raises:
-        ValueError: on a weight < 0, ``feature_sampling_ratio`` outside (0, 1], an unknown task or
-            reduction, or (in ``forward``) shapes that do not fit the task, or no features while
+        ValueError: on a weight < 0, ``feature_sampling_ratio`` outside (0, 1], an unknown task,
+            reduction or variance scope, or (in ``forward``) shapes that do not fit the task, or no features while
             ``variance_weight > 0``.
 
     Example:
@@ -126,9 +131,12 @@ class VariancePenalizedLoss(_Loss):
         from_logits: bool = True,
         label_smoothing: float = 0.0,
         reduction: str = "mean",
+        variance_scope: str = "local",
     ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if variance_scope not in VARIANCE_SCOPES:
+            raise ValueError(f"variance_scope must be one of {VARIANCE_SCOPES}, got {variance_scope!r}")
         super().__init__(reduction=reduction)
         if not (isinstance(variance_weight, (int, float)) and variance_weight >= 0 and math.isfinite(variance_weight)):
             raise ValueError(f"variance_weight must be a finite number >= 0, got {variance_weight!r}")
@@ -147,6 +155,7 @@ class VariancePenalizedLoss(_Loss):
         self.feature_source = feature_source
         self.from_logits = from_logits
         self.label_smoothing = float(label_smoothing)
+        self.variance_scope = variance_scope
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator().manual_seed(int(seed))
@@ -166,8 +175,10 @@ class VariancePenalizedLoss(_Loss):
         """
         classification = self.classification_loss(input, target)
         if self.variance_weight > 0:
-            penalty = variance_penalty(self._features(features, input.shape[0]), self.feature_sampling_ratio,
-                                       self.generator)
+            found = self._features(features, input.shape[0])
+            if self.variance_scope == "global":
+                found = gather_features(found)
+            penalty = variance_penalty(found, self.feature_sampling_ratio, self.generator)
         else:
             penalty = classification.new_zeros((), dtype=torch.float32)
         total = self.lambda_ * classification + self.variance_weight * penalty
