@@ -95,6 +95,17 @@ def _ignored(key: str) -> bool:
     return any(key == ignored or key.startswith(f"{ignored}.") for ignored in IGNORED_FOR_RESUME)
 
 
+def _with_defaults(saved: object) -> dict:
+    """A saved configuration with the keys added to the schema since it was written filled in with their
+    defaults, so a run from an older version can still be resumed; as written when it no longer validates."""
+    if not isinstance(saved, dict):
+        return {}
+    try:
+        return Config.model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        return saved
+
+
 def check_resumable(config: Config, run_dir: Path) -> None:
     """Check that ``run_dir`` holds an unfinished run trained with ``config`` (but for the ignored settings).
 
@@ -113,8 +124,7 @@ def check_resumable(config: Config, run_dir: Path) -> None:
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise DataError(f"{saved_path}: unreadable ({type(error).__name__})") from None
-    old = {key: value for key, value in _flatten(saved if isinstance(saved, dict) else {}).items()
-           if not _ignored(key)}
+    old = {key: value for key, value in _flatten(_with_defaults(saved)).items() if not _ignored(key)}
     new = {key: value for key, value in _flatten(config.model_dump(mode="json")).items() if not _ignored(key)}
     differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     if differing:

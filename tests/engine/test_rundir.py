@@ -31,6 +31,20 @@ def test_an_unfinished_run_with_the_same_config_is_resumed(demo_data, tmp_path):
         update={"progress_bar": True})})) == (tmp_path / "run", True)
 
 
+def test_a_run_saved_before_a_config_key_existed_resumes_when_the_new_key_has_its_default(demo_data, tmp_path):
+    import yaml
+
+    config = _config(demo_data, tmp_path)
+    saved = _unfinished_run(tmp_path / "run", config) / "config.yaml"
+    document = yaml.safe_load(saved.read_text())
+    del document["loss"]["variance_scope"], document["training"]["sync_batchnorm"]
+    saved.write_text(yaml.safe_dump(document))
+    assert find_run_dir(config) == (tmp_path / "run", True)
+    changed = config.model_copy(update={"loss": config.loss.model_copy(update={"variance_scope": "global"})})
+    with pytest.raises(ConfigError, match=r"loss\.variance_scope \('local' -> 'global'\)"):
+        check_resumable(changed, tmp_path / "run")
+
+
 def test_an_unfinished_run_with_another_config_is_an_error_naming_the_keys(demo_data, tmp_path):
     _unfinished_run(tmp_path / "run", _config(demo_data, tmp_path))
     with pytest.raises(ConfigError, match=r"training\.max_epochs \(10 -> 3\).*set output\.name for a new run"):
