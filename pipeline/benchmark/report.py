@@ -21,7 +21,25 @@ PREAMBLE = """# Benchmarks: does the variance penalty reduce overfitting?
 Regenerated from the raw results in `benchmarks/results/` by `medvp report`; the specs are in
 `benchmarks/specs/`. Every arm is trained identically except for its regularizer, over several seeds, on the
 official splits; checkpoints are chosen on the validation split and the test split is read once per run, after
-training. Cells are mean ± sd over seeds.
+training. Cells are mean ± sd over seeds; intervals are 95% t intervals of the mean over seeds; paired
+differences pair the runs of the same seed (same initialization and data order) and use a paired t-test.
+
+How the arms were made:
+- `ce`: cross-entropy (BCE on one logit for binary tasks), `lambda_` 1, no penalty.
+- `vp_original`: the method's published setting (variance_weight 0.01, feature_sampling_ratio 0.2, lambda_ 0.5,
+  taps `last_block`); `vp_original_last_conv` and `vp_original_all_conv` move only the tap (the side table).
+- Tuned arms (`vp_tuned`, `ce_dropout`, `ce_label_smoothing`, `ce_weight_decay`): `medvp tune --spec` with the
+  same number of Optuna trials per arm (TPE, seeded; median pruning on validation AUC after 3 complete trials),
+  objective the best validation AUC of a run at the benchmark's scale. The test split is never loaded while
+  tuning. With 6 trials TPE is still in its random start-up phase, so this is a small random search; validation
+  AUC is near its ceiling on PneumoniaMNIST (about 0.99), so the search separates settings weakly.
+- `ce_augment` / `vp_augment`: the clinically safe allow-list (rotation ±10°, translation ±10%, zoom 0.9-1.1,
+  each with probability 0.5), without and with the original penalty.
+- `original_cnn_ce` / `original_cnn_vp`: the method's own network (four 1x1 conv layers of 10 filters) with and
+  without its published penalty, at 28 px rather than its 224 px.
+
+Times are wall-clock on shared CPU cores while other jobs ran, and the runs used 1 or 2 threads: they show the
+order of cost, not a throughput measurement (see `docs/performance.md` for that).
 
 """
 
