@@ -215,8 +215,8 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         amp=amp_dtype is not None,
         amp_kwargs=amp_kwargs,
         decollate=False,
-        val_handlers=[StatsHandler(name="medvp.validation", output_transform=lambda output: None,
-                                   iteration_log=False)] if main else None,
+        val_handlers=[_stats_handler("medvp.validation", output_transform=lambda output: None,
+                                     iteration_log=False)] if main else None,
     )
     best_saver = Checkpoint({"network": network}, AtomicDiskSaver(checkpoint_dir, filename=BEST_CHECKPOINT),
                             score_function=lambda engine: float(engine.state.metrics[KEY_METRIC]),
@@ -232,8 +232,8 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         train_handlers.append(LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True))
     if main:
         train_handlers += [
-            StatsHandler(name="medvp.train", tag_name="train_loss", output_transform=lambda output: None,
-                         iteration_log=False),
+            _stats_handler("medvp.train", tag_name="train_loss", output_transform=lambda output: None,
+                           iteration_log=False),
             TensorBoardStatsHandler(summary_writer=writer, iteration_log=True, epoch_log=True,
                                     output_transform=lambda output: output[Keys.LOSS].item()),
         ]
@@ -336,6 +336,13 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
     logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
                 result.best_val_auc, result.best_epoch)
     return result
+
+
+def _stats_handler(name: str, **kwargs) -> StatsHandler:
+    """MONAI's StatsHandler, whose own logger follows this package's level (``--quiet`` silences it)."""
+    handler = StatsHandler(name=name, **kwargs)
+    handler.logger.setLevel(logger.getEffectiveLevel())
+    return handler
 
 
 def _finished(trainer: SupervisedTrainer, early_stopping: EarlyStopping | None) -> bool:

@@ -87,3 +87,14 @@ def test_network_too_deep_for_the_input_size_is_a_config_error(tmp_path, repo_ro
                    "--set", "model.options={}", "--set", f"output.root={tmp_path}")
     assert result.returncode == 2
     assert "cannot take inputs of shape [1, 28, 28]" in result.stderr and "preprocessing.spatial_size" in result.stderr
+
+
+def test_quiet_training_prints_only_the_outcome(tmp_path, repo_root):
+    result = medvp("--quiet", "train", repo_root / "configs" / "pneumoniamnist_demo.yaml", "--set",
+                   "training.max_epochs=1", "--set", f"output.root={tmp_path}", "--set", "evaluation.splits=[]",
+                   "--set", "model.options={channels: [4, 4, 8, 8]}", "--set", "data.batch_size=256",
+                   "--set", "training.progress_bar=false")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "trained 1 epochs" in output
+    assert "Epoch[" not in output and "INFO" not in output, output
