@@ -1,8 +1,12 @@
 """Penalty overhead: training images/s of MONAI ResNet-18 2D with cross-entropy alone and with the variance
 penalty (last conv, ratio 0.2; every conv, ratio 0.2), in a plain PyTorch loop, as ratios within one run.
 
-    python benchmarks/perf/penalty_overhead.py                 # CPU: 64 px, batch 32; CUDA: 224 px, batch 128, bf16
-    python benchmarks/perf/penalty_overhead.py --device cpu --steps 5 --rounds 3
+The library's formulation (a circular block of columns read through views) is timed next to the formulation it
+replaced (a random permutation of all columns drawn on the CPU, the indices copied to the device, a gather, a
+float32 variance), which exists only here, as ``*_permutation`` cases (``--no-permutation`` leaves them out).
+
+    python benchmarks/perf/penalty_overhead.py --device cuda   # GPU: 224 px, batch 128, bf16 autocast, channels_last
+    python benchmarks/perf/penalty_overhead.py --device cpu --steps 5 --rounds 3   # CPU: 64 px, batch 32, float32
 
 Writes benchmarks/results/perf/penalty_overhead_<device>.json (or --out).
 """
@@ -10,12 +14,29 @@ Writes benchmarks/results/perf/penalty_overhead_<device>.json (or --out).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 from _common import pick_device, write_record
 
-from pipeline.benchmark.throughput import penalty_overhead
+from pipeline.benchmark.throughput import PENALTY_CASES, PenaltyCase, penalty_overhead
+
+
+def permutation_gather(feature: torch.Tensor, feature_sampling_ratio: float,
+                       generator: torch.Generator | None) -> torch.Tensor:
+    """The penalty's former per-layer formulation, kept for comparison: flatten, ``randperm`` of all ``D`` columns
+    on the CPU, the first ``k`` indices copied to the device, ``index_select``, float32 variance."""
+    flat = feature.reshape(feature.shape[0], -1)
+    num_sampled = max(1, math.floor(feature_sampling_ratio * flat.shape[1]))
+    if num_sampled < flat.shape[1]:
+        columns = torch.randperm(flat.shape[1], generator=generator)[:num_sampled]
+        flat = flat.index_select(1, columns.to(flat.device))
+    return flat.float().var(dim=0, unbiased=False).mean()
+
+
+PERMUTATION_CASES = tuple(PenaltyCase(f"{case.name}_permutation", case.taps, case.feature_sampling_ratio,
+                                      permutation_gather) for case in PENALTY_CASES if case.taps)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="auto: bfloat16 autocast on CUDA, float32 on CPU")
+    parser.add_argument("--no-permutation", action="store_true",
+                        help="leave out the former formulation's cases (*_permutation)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -37,10 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     measured = penalty_overhead(
         device, image_size=args.image_size or (224 if gpu else 64), batch_size=args.batch_size or (128 if gpu else 32),
         steps=args.steps or (50 if gpu else 4), warmup=args.warmup if args.warmup is not None else (10 if gpu else 3),
-        rounds=args.rounds, dtype=torch.bfloat16 if precision == "bfloat16" else None)
+        rounds=args.rounds, dtype=torch.bfloat16 if precision == "bfloat16" else None,
+        cases=PENALTY_CASES + (() if args.no_permutation else PERMUTATION_CASES))
     path = write_record("penalty_overhead", device, measured, args.out)
     for case in measured["cases"]:
-        print(f"{case['name']:<24} {case['images_per_second']:>10.1f} img/s  ratio {case['ratio_to_cross_entropy']:.3f}"
+        print(f"{case['name']:<36} {case['images_per_second']:>10.1f} img/s  ratio {case['ratio_to_cross_entropy']:.3f}"
               f"  peak {case['memory']['peak_mib']:.0f} MiB")
     print(f"wrote {path}")
 

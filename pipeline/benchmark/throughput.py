@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import ignite
 import monai
@@ -30,7 +31,7 @@ from pipeline.config import load_config
 from pipeline.engine import train
 from pipeline.engine.components import autocast_dtype, make_loss, make_network, make_optimizer, prepare_data
 from pipeline.engine.train import hardware_description
-from pipeline.losses import FeatureTap, VariancePenalizedLoss
+from pipeline.losses import FeatureTap, VariancePenalizedLoss, variance_penalized
 from pipeline.networks import NetworkSpec, build_network
 
 __all__ = ["environment", "PeakMemory", "peak_memory", "PenaltyCase", "PENALTY_CASES", "penalty_overhead",
@@ -133,6 +134,9 @@ class PenaltyCase:
     name: str
     taps: str | None = None
     feature_sampling_ratio: float = 0.2
+    #: a stand-in for ``pipeline.losses.variance_penalized._layer_variance`` (same signature), swapped in for this
+    #: case's loss calls only: to time another formulation of the penalty against the library's in the same run.
+    layer_variance: Callable[[torch.Tensor, float, torch.Generator | None], torch.Tensor] | None = None
 
 
 PENALTY_CASES = (
@@ -161,10 +165,17 @@ def _penalty_step(case: PenaltyCase, device: torch.device, image_size: int, batc
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
     network.train()
 
+    def formulation():
+        if case.layer_variance is None:
+            return nullcontext()
+        return patch.object(variance_penalized, "_layer_variance", case.layer_variance)
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, dtype):
-            total = loss(network(images), labels)
+            logits = network(images)
+            with formulation():
+                total = loss(logits, labels)
         total.backward()
         optimizer.step()
 
@@ -225,6 +236,7 @@ def penalty_overhead(device: torch.device, image_size: int, batch_size: int, ste
         "name": case.name, "taps": case.taps,
         "feature_sampling_ratio": case.feature_sampling_ratio if case.taps else None,
         "tapped_layers": len(prepared[case.name][2]),
+        "formulation": case.layer_variance.__name__ if case.layer_variance else "library (circular block of columns)",
         "images_per_second": round(medians[case.name], 2),
         "round_images_per_second": [round(value, 2) for value in rates[case.name]],
         "ratio_to_cross_entropy": round(medians[case.name] / baseline, 4),
