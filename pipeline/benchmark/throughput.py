@@ -270,7 +270,7 @@ def _plain_loop(config, device: torch.device, epochs: int,
 
     ``warmup`` untimed steps come first. Returns the seconds, the images processed (training plus validation),
     the peak memory and the split sizes."""
-    data = prepare_data(config, splits=("train", "val"))
+    data = prepare_data(config, splits=("train", "val"), device=device)
     splits = {}
     for split, loader in data.loaders.items():
         batches = [(batch["image"].as_tensor() if hasattr(batch["image"], "as_tensor") else batch["image"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.transforms import Compose
 
 from pipeline.errors import DataError
@@ -101,12 +101,22 @@ def make_dataset(items: list[dict], transform: Compose, cache: str, cache_dir: P
     return Dataset(items, transform=transform)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
+                threaded: bool = False) -> DataLoader:
     """A MONAI DataLoader; the shuffling order is seeded so a run can be repeated.
 
     A shuffled (training) loader drops a last batch of a single item, which batch normalization cannot take.
+    ``threaded=True`` gives MONAI's ``ThreadDataLoader`` (``num_workers`` must be 0): the same batches in the same
+    order, prepared one batch ahead on a background thread while the device trains. Use it only where the
+    transforms that run per batch are not random: the thread runs ahead of training, so a checkpoint taken between
+    batches would record random transform states a batch or two ahead of the batches trained on.
     """
     generator = torch.Generator().manual_seed(seed)
     drop_last = shuffle and len(dataset) % batch_size == 1
+    if threaded:
+        if num_workers:
+            raise ValueError(f"threaded=True prepares batches on a thread; num_workers must be 0, got {num_workers}")
+        return ThreadDataLoader(dataset, buffer_size=1, batch_size=batch_size, shuffle=shuffle, num_workers=0,
+                                generator=generator, drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       generator=generator, drop_last=drop_last)

@@ -12,7 +12,8 @@ from monai.transforms import Compose
 from torch import nn
 
 from pipeline.config import Config
-from pipeline.data import SPLITS, DatasetInfo, make_dataset, make_loader
+from pipeline.data import SPLITS, DatasetInfo, DeviceBatchLoader, make_dataset, make_loader
+from pipeline.data.device_cache import check_fits_on_device
 from pipeline.data.dicom import DicomOptions
 from pipeline.data.readers import ReadImaged, read_image
 from pipeline.data.sources import SourceData, load_source, split_table
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PreparedData:
     info: DatasetInfo
-    loaders: dict[str, DataLoader]
+    loaders: dict[str, DataLoader | DeviceBatchLoader]
     sizes: dict[str, int]
     split_table: list[dict] = field(default_factory=list)
     split_made_here: bool = False
@@ -80,13 +81,25 @@ def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
                        spatial_dims=spatial_dims, spatial_shape=tuple(sample["image"].shape[1:]))
 
 
-def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None) -> PreparedData:
+def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None,
+                 device: torch.device | None = None) -> PreparedData:
     """Read the source, preprocess (cached as configured), add training augmentation, and wrap splits in loaders.
 
+    ``device`` is where the run trains or evaluates. ``data.cache = 'gpu'`` needs it to be CUDA: each split is then
+    a :class:`~pipeline.data.DeviceBatchLoader` holding the preprocessed tensors on the device. On CUDA, the other
+    caches use MONAI's ``ThreadDataLoader`` (batches prepared a batch ahead on a thread) for splits with no random
+    transforms and ``data.num_workers = 0``; random augmentation keeps the plain loader, so checkpoints record the
+    transforms' random states at the batch trained on.
+
     Raises:
+        ConfigError: ``data.cache = 'gpu'`` without a CUDA device, or a split too large for the device's free memory.
         DataError: for unreadable items when ``data.on_bad_item`` is ``error`` (the default), and for sources
             that do not fit the configuration.
     """
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    if config.data.cache == "gpu" and not on_cuda:
+        raise ConfigError(f"data.cache = 'gpu' needs a CUDA device, and this run uses {device or 'no device'}: "
+                          "set data.cache = 'memory'")
     source = load_source(config)
     skipped: list[dict] = []
     if source.from_files and config.data.on_bad_item == "skip":
@@ -101,19 +114,38 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:
-        transform = Compose([base, *augmentation]) if split == "train" and augmentation else base
+        random_steps = augmentation if split == "train" else []
         items = [{key: item[key] for key in ("image", "label", "name")} for item in source.splits[split]]
+        batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
+        if config.data.cache == "gpu":
+            loaders[split] = _device_loader(items, base, random_steps, batch_size, split, config.training.seed,
+                                            torch.device(device))
+            continue
+        transform = Compose([base, *random_steps]) if random_steps else base
         dataset = make_dataset(items, transform, config.data.cache,
                                cache_dir / split if cache_dir is not None else None)
-        batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
         loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train",
-                                     num_workers=config.data.num_workers, seed=config.training.seed)
+                                     num_workers=config.data.num_workers, seed=config.training.seed,
+                                     threaded=on_cuda and not random_steps and config.data.num_workers == 0)
     logger.info("data %s: %s task, classes %s, %dD, %d channel(s), %s", config.data.path.name, info.task,
                 info.class_names, info.spatial_dims, info.in_channels,
                 ", ".join(f"{split} {len(source.splits[split])}" for split in splits))
     return PreparedData(info=info, loaders=loaders, sizes={split: len(source.splits[split]) for split in splits},
                         split_table=split_table(source), split_made_here=source.split_made_here, skipped=skipped,
                         notes=config.augmentation.override_warnings())
+
+
+def _device_loader(items: list[dict], base: Compose, augmentation: list, batch_size: int, split: str, seed: int,
+                   device: torch.device) -> DeviceBatchLoader:
+    loader = DeviceBatchLoader(items, base, augmentation, batch_size, shuffle=split == "train", seed=seed,
+                               device=device)
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    try:
+        check_fits_on_device(loader.nbytes, free_bytes, split)
+    except ValueError as error:
+        raise ConfigError(f"data.cache = 'gpu': {error}; set data.cache = 'memory'") from None
+    logger.info("data.cache = 'gpu': %s split on %s, %.1f MiB", split, device, loader.nbytes / 2**20)
+    return loader
 
 
 def network_spec(config: Config, info: DatasetInfo) -> NetworkSpec:

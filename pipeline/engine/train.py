@@ -139,7 +139,7 @@ def _train(config: Config, run_dir: Path, resume: bool,
     _seed_everything(config, device)
     amp_dtype = autocast_dtype(config, device)
 
-    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache")
+    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache", device=device)
     info = data.info
     write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))
     if data.skipped:
