@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
+import time
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 from _common import pick_device, write_record
 
 from pipeline.benchmark.throughput import PENALTY_CASES, PenaltyCase, penalty_overhead
+from pipeline.losses import FeatureTap, variance_penalized, variance_penalty
+from pipeline.networks import NetworkSpec, build_network
 
 
 def permutation_gather(feature: torch.Tensor, feature_sampling_ratio: float,
@@ -33,6 +38,57 @@ def permutation_gather(feature: torch.Tensor, feature_sampling_ratio: float,
         columns = torch.randperm(flat.shape[1], generator=generator)[:num_sampled]
         flat = flat.index_select(1, columns.to(flat.device))
     return flat.float().var(dim=0, unbiased=False).mean()
+
+
+def penalty_only(device: torch.device, image_size: int, batch_size: int, rounds: int, repeats: int,
+                 dtype: torch.dtype | None, ratio: float = 0.2) -> dict:
+    """Seconds per call of the penalty alone (forward and backward to the features) on ResNet-18's every-conv
+    activations, the library's formulation against ``permutation_gather``, in interleaved rounds.
+
+    The activations are taken once (one forward pass under autocast) and detached, so only the penalty is timed:
+    on a shared machine this ratio is much steadier than the end-to-end throughput of the training loop."""
+    torch.manual_seed(0)
+    network = build_network(NetworkSpec("resnet18", 2, 1, 2)).to(device)
+    images = torch.randn(batch_size, 1, image_size, image_size, device=device)
+    if device.type == "cuda":
+        network, images = network.to(memory_format=torch.channels_last), images.contiguous(
+            memory_format=torch.channels_last)
+    tap = FeatureTap(network, "all_conv")
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        network(images)
+    features = [feature.detach().requires_grad_(True) for feature in tap.features]
+    tap.remove()
+    formulations = {"library": variance_penalized._layer_variance, "permutation_gather": permutation_gather}
+    generator = torch.Generator().manual_seed(0)
+
+    def call(layer_variance) -> None:
+        with patch.object(variance_penalized, "_layer_variance", layer_variance):
+            variance_penalty(features, ratio, generator).backward()
+        for feature in features:
+            feature.grad = None
+
+    seconds: dict[str, list[float]] = {name: [] for name in formulations}
+    for layer_variance in formulations.values():
+        call(layer_variance)  # warm-up
+    for _ in range(rounds):
+        for name, layer_variance in formulations.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                call(layer_variance)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name].append((time.perf_counter() - started) / repeats)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {"settings": {"taps": "all_conv", "tapped_layers": len(features), "feature_sampling_ratio": ratio,
+                         "image_size": image_size, "batch_size": batch_size, "rounds": rounds, "repeats": repeats,
+                         "feature_dtype": str(features[0].dtype),
+                         "timed": "variance_penalty(features).backward() on detached activations"},
+            "milliseconds_per_call": {name: round(1e3 * value, 3) for name, value in medians.items()},
+            "round_milliseconds_per_call": {name: [round(1e3 * v, 3) for v in values]
+                                            for name, values in seconds.items()},
+            "permutation_to_library_time_ratio": round(medians["permutation_gather"] / medians["library"], 3)}
 
 
 PERMUTATION_CASES = tuple(PenaltyCase(f"{case.name}_permutation", case.taps, case.feature_sampling_ratio,
@@ -52,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="auto: bfloat16 autocast on CUDA, float32 on CPU")
     parser.add_argument("--no-permutation", action="store_true",
                         help="leave out the former formulation's cases (*_permutation)")
+    parser.add_argument("--penalty-only-repeats", type=int, default=None,
+                        help="calls per round of the penalty-alone timing (CUDA 20, CPU 5); 0 skips it")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -62,10 +120,19 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps or (50 if gpu else 4), warmup=args.warmup if args.warmup is not None else (10 if gpu else 3),
         rounds=args.rounds, dtype=torch.bfloat16 if precision == "bfloat16" else None,
         cases=PENALTY_CASES + (() if args.no_permutation else PERMUTATION_CASES))
+    repeats = args.penalty_only_repeats if args.penalty_only_repeats is not None else (20 if gpu else 5)
+    if repeats:
+        measured["penalty_only"] = penalty_only(
+            device, measured["settings"]["image_size"], measured["settings"]["batch_size"], rounds=max(args.rounds, 5),
+            repeats=repeats, dtype=torch.bfloat16 if precision == "bfloat16" else None)
     path = write_record("penalty_overhead", device, measured, args.out)
     for case in measured["cases"]:
         print(f"{case['name']:<36} {case['images_per_second']:>10.1f} img/s  ratio {case['ratio_to_cross_entropy']:.3f}"
               f"  peak {case['memory']['peak_mib']:.0f} MiB")
+    if "penalty_only" in measured:
+        only = measured["penalty_only"]
+        print(f"penalty alone, every conv: {only['milliseconds_per_call']} ms per call; permutation / library "
+              f"{only['permutation_to_library_time_ratio']:.2f}")
     print(f"wrote {path}")
 
 

@@ -328,7 +328,9 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
     SupervisedEvaluator with medvp's handlers, checkpoints and logs) against a plain PyTorch loop.
 
     Both train ResNet-18 (small-input stem) with cross-entropy alone on the config's data, for ``epochs``
-    epochs, validating after each; both count training and validation images. Rounds alternate the two.
+    epochs, validating after each; both count training and validation images. Rounds alternate the two. On CUDA
+    the engine runs with ``data.cache=gpu`` (the preprocessed splits held on the GPU, as the plain loop holds them);
+    an ``overrides`` entry ``data.cache=memory`` measures the CPU-cached path instead.
 
     Args:
         base_config: a medvp config (its data, preprocessing and optimizer are kept).
@@ -351,6 +353,7 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
         settings = [*data_override, "model.name=resnet18", "model.small_input=true", "loss.variance_weight=0",
                     f"data.batch_size={batch_size}", f"training.max_epochs={epochs}", "training.scheduler.name=none",
                     f"training.device={device.type}", "training.deterministic=false", "training.progress_bar=false",
+                    *(["data.cache=gpu"] if device.type == "cuda" else []),
                     "evaluation.splits=[]", f"output.root={scratch_dir / 'runs'}", *overrides]
         config = load_config(base_config, settings)
         plain_rates, engine_rates, plain_memory, engine_memory = [], [], [], []

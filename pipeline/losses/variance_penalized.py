@@ -70,9 +70,64 @@ def _run_views(grid: torch.Tensor, begin: int, end: int) -> list[torch.Tensor]:
     return views
 
 
-def _variance_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum over columns of the population variance across dim 0, in float32 (one ``var`` reduction per view)."""
-    return torch.var(values.float(), dim=0, correction=0).sum()
+def _block_views(feature: torch.Tensor, runs: list[tuple[int, int]], flat: bool) -> list[torch.Tensor]:
+    """Views of the flat columns ``runs`` of ``feature`` ``(B, ...)``: with ``flat`` (for a contiguous feature) one
+    slice of ``reshape(B, -1)`` per run, else slices of channels (no copy for ``channels_last`` either)."""
+    if flat:  # (B, D) is a view: one slice per run
+        columns = feature.view(feature.shape[0], -1)
+        return [columns[:, begin:end] for begin, end in runs]
+    # e.g. channels_last: slice channels, never flatten across them (that would copy the whole activation).
+    # view, not reshape: a copy here would silently lose the gradient written into it.
+    grid = feature.view(feature.shape[0], feature.shape[1], -1) if feature.ndim > 2 else feature.unsqueeze(-1)
+    return [view for begin, end in runs for view in _run_views(grid, begin, end)]
+
+
+def _viewable_by_channel(feature: torch.Tensor) -> bool:
+    """Whether ``feature`` ``(B, C, ...)`` can be seen as ``(B, C, P)`` without a copy (``channels_last`` can)."""
+    if feature.ndim <= 3:
+        return True
+    try:
+        feature.view(feature.shape[0], feature.shape[1], -1)
+    except RuntimeError:
+        return False
+    return True
+
+
+class _BlockVariance(torch.autograd.Function):
+    """Mean over the columns ``runs`` (``[begin, end)`` flat ranges, ``num_sampled`` columns in all) of the
+    population variance across dim 0, in float32, with a hand-written gradient.
+
+    Autograd through the views would give each view its own full-size zero gradient, each then added into the
+    activation's gradient (up to six per layer for a ``channels_last`` block); here the backward pass writes all
+    views' gradients, ``2 (x - mean) / (B k)`` times the incoming gradient, into one zero tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, feature: torch.Tensor, runs: list[tuple[int, int]], num_sampled: int) -> torch.Tensor:
+        total = feature.new_zeros((), dtype=torch.float32)
+        means = []
+        flat = feature.is_contiguous()
+        for view in _block_views(feature, runs, flat):
+            variance, mean = torch.var_mean(view.float(), dim=0, correction=0)
+            total = total + variance.sum()
+            means.append(mean)
+        ctx.save_for_backward(feature, *means)
+        ctx.runs, ctx.num_sampled, ctx.flat = runs, num_sampled, flat
+        return total / num_sampled
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        feature, *means = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        grad = torch.zeros_like(feature)
+        scale = grad_output * (2.0 / (feature.shape[0] * ctx.num_sampled))
+        views = zip(_block_views(grad, ctx.runs, ctx.flat), _block_views(feature, ctx.runs, ctx.flat), means,
+                    strict=True)
+        for grad_view, view, mean in views:
+            grad_view.copy_((view.float() - mean) * scale)
+        return grad, None, None
 
 
 def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
@@ -82,8 +137,9 @@ def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
 
     The block (:func:`sample_feature_columns`) is read through views of the feature: nothing is flattened,
     gathered or cast except the ``k`` sampled columns, so the cost in the forward pass is about the share
-    sampled, also for ``channels_last`` activations. Columns are numbered as ``feature.reshape(B, -1)`` numbers
-    them (channel-major), whatever the memory layout.
+    sampled, also for ``channels_last`` activations; the backward pass writes one gradient tensor
+    (:class:`_BlockVariance`). Columns are numbered as ``feature.reshape(B, -1)`` numbers them (channel-major),
+    whatever the memory layout.
     """
     num_columns = math.prod(feature.shape[1:])
     if num_columns == 0:
@@ -92,13 +148,9 @@ def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
     if block is None:
         return torch.var(feature.float(), dim=0, correction=0).mean()
     start, num_sampled = block
-    grid = feature.reshape(feature.shape[0], feature.shape[1], -1) if feature.ndim > 2 else feature.unsqueeze(-1)
-    views = [view for begin, end in _column_runs(start, num_sampled, num_columns)
-             for view in _run_views(grid, begin, end)]
-    total = _variance_sum(views[0])
-    for view in views[1:]:
-        total = total + _variance_sum(view)
-    return total / num_sampled
+    if not (feature.is_contiguous() or _viewable_by_channel(feature)):
+        feature = feature.contiguous()  # a rare layout (spatial axes permuted): one copy, through autograd
+    return _BlockVariance.apply(feature, _column_runs(start, num_sampled, num_columns), num_sampled)
 
 
 def variance_penalty(

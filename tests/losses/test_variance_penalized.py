@@ -286,3 +286,32 @@ def test_label_smoothing_matches_torch():
     labels = torch.tensor([1, 0])
     loss = VariancePenalizedLoss(variance_weight=0.0, task="multiclass", label_smoothing=0.1)
     assert torch.allclose(loss(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x.contiguous(memory_format=torch.channels_last),
+    lambda x: x.transpose(2, 3).contiguous().transpose(2, 3),  # non-contiguous, not channels_last
+    lambda x: x[:, :, :, ::2],  # strided: zeros_like gives a contiguous gradient
+])
+def test_gradient_on_non_contiguous_features_matches_contiguous(make):
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(5, 6, 4, 8, generator=generator)
+    through_contiguous = base.clone().requires_grad_(True)
+    variance_penalty([make(through_contiguous).contiguous()], 0.45, torch.Generator().manual_seed(2)).backward()
+    source = base.clone().requires_grad_(True)
+    feature = make(source)
+    assert not feature.is_contiguous()
+    variance_penalty([feature], 0.45, torch.Generator().manual_seed(2)).backward()
+    assert torch.allclose(source.grad, through_contiguous.grad, atol=1e-7)
+    assert source.grad.abs().sum() > 0
+
+
+def test_bf16_features_get_a_bf16_gradient_close_to_float32():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(16, 8, 4, 4, generator=generator) * 2 + 1
+    full = base.clone().requires_grad_(True)
+    variance_penalty([full], 0.3, torch.Generator().manual_seed(1)).backward()
+    half = base.bfloat16().requires_grad_(True)
+    variance_penalty([half], 0.3, torch.Generator().manual_seed(1)).backward()
+    assert half.grad.dtype == torch.bfloat16
+    assert torch.allclose(half.grad.float(), full.grad, rtol=2e-2, atol=1e-4)
