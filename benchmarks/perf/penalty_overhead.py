@@ -41,7 +41,7 @@ def permutation_gather(feature: torch.Tensor, feature_sampling_ratio: float,
 
 
 def penalty_only(device: torch.device, image_size: int, batch_size: int, rounds: int, repeats: int,
-                 dtype: torch.dtype | None, ratio: float = 0.2) -> dict:
+                 dtype: torch.dtype | None, channels_last: bool, ratio: float = 0.2) -> dict:
     """Seconds per call of the penalty alone (forward and backward to the features) on ResNet-18's every-conv
     activations, the library's formulation against ``permutation_gather``, in interleaved rounds.
 
@@ -50,7 +50,7 @@ def penalty_only(device: torch.device, image_size: int, batch_size: int, rounds:
     torch.manual_seed(0)
     network = build_network(NetworkSpec("resnet18", 2, 1, 2)).to(device)
     images = torch.randn(batch_size, 1, image_size, image_size, device=device)
-    if device.type == "cuda":
+    if channels_last:
         network, images = network.to(memory_format=torch.channels_last), images.contiguous(
             memory_format=torch.channels_last)
     tap = FeatureTap(network, "all_conv")
@@ -81,7 +81,8 @@ def penalty_only(device: torch.device, image_size: int, batch_size: int, rounds:
                 torch.cuda.synchronize(device)
             seconds[name].append((time.perf_counter() - started) / repeats)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
-    return {"settings": {"taps": "all_conv", "tapped_layers": len(features), "feature_sampling_ratio": ratio,
+    return {"settings": {"memory_format": "channels_last" if channels_last else "contiguous", "taps": "all_conv",
+                         "tapped_layers": len(features), "feature_sampling_ratio": ratio,
                          "image_size": image_size, "batch_size": batch_size, "rounds": rounds, "repeats": repeats,
                          "feature_dtype": str(features[0].dtype),
                          "timed": "variance_penalty(features).backward() on detached activations"},
@@ -121,18 +122,18 @@ def main(argv: list[str] | None = None) -> None:
         rounds=args.rounds, dtype=torch.bfloat16 if precision == "bfloat16" else None,
         cases=PENALTY_CASES + (() if args.no_permutation else PERMUTATION_CASES))
     repeats = args.penalty_only_repeats if args.penalty_only_repeats is not None else (20 if gpu else 5)
-    if repeats:
-        measured["penalty_only"] = penalty_only(
+    if repeats:  # the training layout (CUDA: channels_last); on the CPU both layouts
+        measured["penalty_only"] = [penalty_only(
             device, measured["settings"]["image_size"], measured["settings"]["batch_size"], rounds=max(args.rounds, 5),
-            repeats=repeats, dtype=torch.bfloat16 if precision == "bfloat16" else None)
+            repeats=repeats, dtype=torch.bfloat16 if precision == "bfloat16" else None, channels_last=channels_last)
+            for channels_last in ((True,) if gpu else (False, True))]
     path = write_record("penalty_overhead", device, measured, args.out)
     for case in measured["cases"]:
         print(f"{case['name']:<36} {case['images_per_second']:>10.1f} img/s  ratio {case['ratio_to_cross_entropy']:.3f}"
               f"  peak {case['memory']['peak_mib']:.0f} MiB")
-    if "penalty_only" in measured:
-        only = measured["penalty_only"]
-        print(f"penalty alone, every conv: {only['milliseconds_per_call']} ms per call; permutation / library "
-              f"{only['permutation_to_library_time_ratio']:.2f}")
+    for only in measured.get("penalty_only", []):
+        print(f"penalty alone, every conv, {only['settings']['memory_format']}: {only['milliseconds_per_call']} ms "
+              f"per call; permutation / library {only['permutation_to_library_time_ratio']:.2f}")
     print(f"wrote {path}")
 
 

@@ -58,7 +58,8 @@ def test_a_case_formulation_is_swapped_in_for_that_case_only() -> None:
 def test_penalty_overhead_writes_json_with_hardware(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "penalty.json"
     result = _run_script(repo_root, "penalty_overhead.py", "--device", "cpu", "--image-size", "32", "--batch-size",
-                         "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--out", str(out))
+                         "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--penalty-only-repeats", "1",
+                         "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(out.read_text())
     assert record["benchmark"] == "penalty_overhead"
@@ -69,6 +70,11 @@ def test_penalty_overhead_writes_json_with_hardware(repo_root: Path, tmp_path: P
                            "penalty_last_conv_0.2_permutation", "penalty_all_conv_0.2_permutation"]
     assert cases["penalty_all_conv_0.2_permutation"]["formulation"] == "permutation_gather"
     assert cases["penalty_all_conv_0.2"]["formulation"].startswith("library")
+    assert [alone["settings"]["memory_format"] for alone in record["penalty_only"]] == ["contiguous", "channels_last"]
+    for alone in record["penalty_only"]:
+        assert alone["settings"]["tapped_layers"] == cases["penalty_all_conv_0.2"]["tapped_layers"]
+        assert set(alone["milliseconds_per_call"]) == {"library", "permutation_gather"}
+        assert all(len(values) == 5 for values in alone["round_milliseconds_per_call"].values())
     assert cases["cross_entropy"]["ratio_to_cross_entropy"] == 1.0 and cases["cross_entropy"]["tapped_layers"] == 0
     assert cases["penalty_last_conv_0.2"]["tapped_layers"] == 1
     assert cases["penalty_all_conv_0.2"]["tapped_layers"] > 10  # ResNet-18: every conv, downsampling ones included
