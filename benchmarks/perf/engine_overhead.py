@@ -2,7 +2,8 @@
 PyTorch loop with the same model (ResNet-18, small-input stem, 28 px), batch size and precision on the embedded
 PneumoniaMNIST, training plus validation, in alternating rounds within one run.
 
-    python benchmarks/perf/engine_overhead.py                  # CUDA: every image, 3 epochs, batch 256
+    python benchmarks/perf/engine_overhead.py                  # CUDA: every image, 3 epochs, batch 256, data.cache=gpu
+    python benchmarks/perf/engine_overhead.py --set data.cache=memory --out ...   # CUDA, the CPU-cached loader
     python benchmarks/perf/engine_overhead.py --device cpu     # CPU: 512 train / 128 val images, 1 epoch, batch 64
 
 Writes benchmarks/results/perf/engine_overhead_<device>.json (or --out).

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import ignite
 import monai
@@ -30,7 +31,7 @@ from pipeline.config import load_config
 from pipeline.engine import train
 from pipeline.engine.components import autocast_dtype, make_loss, make_network, make_optimizer, prepare_data
 from pipeline.engine.train import hardware_description
-from pipeline.losses import FeatureTap, VariancePenalizedLoss
+from pipeline.losses import FeatureTap, VariancePenalizedLoss, variance_penalized
 from pipeline.networks import NetworkSpec, build_network
 
 __all__ = ["environment", "PeakMemory", "peak_memory", "PenaltyCase", "PENALTY_CASES", "penalty_overhead",
@@ -133,6 +134,9 @@ class PenaltyCase:
     name: str
     taps: str | None = None
     feature_sampling_ratio: float = 0.2
+    #: a stand-in for ``pipeline.losses.variance_penalized._layer_variance`` (same signature), swapped in for this
+    #: case's loss calls only: to time another formulation of the penalty against the library's in the same run.
+    layer_variance: Callable[[torch.Tensor, float, torch.Generator | None], torch.Tensor] | None = None
 
 
 PENALTY_CASES = (
@@ -161,10 +165,17 @@ def _penalty_step(case: PenaltyCase, device: torch.device, image_size: int, batc
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
     network.train()
 
+    def formulation():
+        if case.layer_variance is None:
+            return nullcontext()
+        return patch.object(variance_penalized, "_layer_variance", case.layer_variance)
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, dtype):
-            total = loss(network(images), labels)
+            logits = network(images)
+            with formulation():
+                total = loss(logits, labels)
         total.backward()
         optimizer.step()
 
@@ -225,6 +236,7 @@ def penalty_overhead(device: torch.device, image_size: int, batch_size: int, ste
         "name": case.name, "taps": case.taps,
         "feature_sampling_ratio": case.feature_sampling_ratio if case.taps else None,
         "tapped_layers": len(prepared[case.name][2]),
+        "formulation": case.layer_variance.__name__ if case.layer_variance else "library (circular block of columns)",
         "images_per_second": round(medians[case.name], 2),
         "round_images_per_second": [round(value, 2) for value in rates[case.name]],
         "ratio_to_cross_entropy": round(medians[case.name] / baseline, 4),
@@ -258,7 +270,7 @@ def _plain_loop(config, device: torch.device, epochs: int,
 
     ``warmup`` untimed steps come first. Returns the seconds, the images processed (training plus validation),
     the peak memory and the split sizes."""
-    data = prepare_data(config, splits=("train", "val"))
+    data = prepare_data(config, splits=("train", "val"), device=device)
     splits = {}
     for split, loader in data.loaders.items():
         batches = [(batch["image"].as_tensor() if hasattr(batch["image"], "as_tensor") else batch["image"],
@@ -316,7 +328,9 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
     SupervisedEvaluator with medvp's handlers, checkpoints and logs) against a plain PyTorch loop.
 
     Both train ResNet-18 (small-input stem) with cross-entropy alone on the config's data, for ``epochs``
-    epochs, validating after each; both count training and validation images. Rounds alternate the two.
+    epochs, validating after each; both count training and validation images. Rounds alternate the two. On CUDA
+    the engine runs with ``data.cache=gpu`` (the preprocessed splits held on the GPU, as the plain loop holds them);
+    an ``overrides`` entry ``data.cache=memory`` measures the CPU-cached path instead.
 
     Args:
         base_config: a medvp config (its data, preprocessing and optimizer are kept).
@@ -339,6 +353,7 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
         settings = [*data_override, "model.name=resnet18", "model.small_input=true", "loss.variance_weight=0",
                     f"data.batch_size={batch_size}", f"training.max_epochs={epochs}", "training.scheduler.name=none",
                     f"training.device={device.type}", "training.deterministic=false", "training.progress_bar=false",
+                    *(["data.cache=gpu"] if device.type == "cuda" else []),
                     "evaluation.splits=[]", f"output.root={scratch_dir / 'runs'}", *overrides]
         config = load_config(base_config, settings)
         plain_rates, engine_rates, plain_memory, engine_memory = [], [], [], []

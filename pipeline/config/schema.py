@@ -50,7 +50,9 @@ class DataConfig(_Section):
     batch_size: Annotated[int, Field(ge=1)] = 64
     eval_batch_size: Annotated[int, Field(ge=1)] = 256
     num_workers: Annotated[int, Field(ge=0)] = 0
-    cache: Literal["none", "memory", "disk"] = "memory"
+    cache: Literal["none", "memory", "disk", "gpu"] = Field(
+        "memory", description="memory: MONAI CacheDataset; disk: PersistentDataset in the run's cache/; gpu: the "
+        "preprocessed split stacked on the CUDA device and batched by indexing (small datasets; CUDA only); none")
     on_bad_item: Literal["error", "skip"] = "error"
     split_fractions: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15), description="train/val/test shares when the data gives no split (patient-grouped)")
@@ -62,6 +64,15 @@ class DataConfig(_Section):
     def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(part <= 0 for part in value) or abs(sum(value) - 1) > 1e-6:
             raise ValueError("expected three positive shares (train, val, test) that sum to 1")
+        return value
+
+    @field_validator("cache")
+    @classmethod
+    def _gpu_cache_in_process(cls, value: str, info: ValidationInfo) -> str:
+        workers = info.data.get("num_workers", 0)
+        if value == "gpu" and workers:
+            raise ValueError(f"the gpu cache forms batches on the device in the training process; set "
+                             f"data.num_workers = 0 (got {workers})")
         return value
 
 

@@ -1,5 +1,6 @@
 """Data: sources that read datasets into split arrays, and the MONAI datasets and loaders over them."""
 
+from pipeline.data.device_cache import DeviceBatchLoader
 from pipeline.data.items import (
     SPLITS,
     DatasetInfo,
@@ -14,6 +15,7 @@ from pipeline.data.medmnist import read_medmnist
 __all__ = [
     "SPLITS",
     "DatasetInfo",
+    "DeviceBatchLoader",
     "SplitItems",
     "describe_dataset",
     "encode_labels",

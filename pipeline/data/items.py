@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.transforms import Compose
 from torch.utils.data import Sampler
 
@@ -103,14 +103,23 @@ def make_dataset(items: list[dict], transform: Compose, cache: str, cache_dir: P
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
-                sampler: Sampler | None = None) -> DataLoader:
+                sampler: Sampler | None = None, threaded: bool = False) -> DataLoader:
     """A MONAI DataLoader; the shuffling order is seeded so a run can be repeated.
 
     A shuffled (training) loader drops a last batch of a single item, which batch normalization cannot take.
     With a ``sampler`` (a distributed run's share of the items), the sampler orders the items and ``shuffle`` only
     says whether it is a training loader; ``seed`` still seeds the random transforms.
+    ``threaded=True`` gives MONAI's ``ThreadDataLoader`` (``num_workers`` must be 0): the same batches in the same
+    order, prepared one batch ahead on a background thread while the device trains. Use it only where the
+    transforms that run per batch are not random: the thread runs ahead of training, so a checkpoint taken between
+    batches would record random transform states a batch or two ahead of the batches trained on.
     """
     generator = torch.Generator().manual_seed(seed)
     drop_last = shuffle and len(sampler if sampler is not None else dataset) % batch_size == 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=num_workers,
-                      generator=generator, drop_last=drop_last, sampler=sampler)
+    options = {"batch_size": batch_size, "shuffle": shuffle and sampler is None, "generator": generator,
+               "drop_last": drop_last, "sampler": sampler}
+    if threaded:
+        if num_workers:
+            raise ValueError(f"threaded=True prepares batches on a thread; num_workers must be 0, got {num_workers}")
+        return ThreadDataLoader(dataset, buffer_size=1, num_workers=0, **options)
+    return DataLoader(dataset, num_workers=num_workers, **options)

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Sampler
 
 from pipeline.config import Config
-from pipeline.data import SPLITS, DatasetInfo, make_dataset, make_loader
+from pipeline.data import SPLITS, DatasetInfo, DeviceBatchLoader, make_dataset, make_loader
+from pipeline.data.device_cache import check_fits_on_device
 from pipeline.data.dicom import DicomOptions
 from pipeline.data.readers import ReadImaged, read_image
 from pipeline.data.sources import SourceData, load_source, split_table
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PreparedData:
     info: DatasetInfo
-    loaders: dict[str, DataLoader]
+    loaders: dict[str, DataLoader | DeviceBatchLoader]
     sizes: dict[str, int]
     split_table: list[dict] = field(default_factory=list)
     split_made_here: bool = False
@@ -92,17 +93,31 @@ def _distributed_sampler(dataset, split: str, seed: int) -> Sampler:
 
 
 def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None,
-                 distributed: bool = False) -> PreparedData:
+                 device: torch.device | None = None, distributed: bool = False) -> PreparedData:
     """Read the source, preprocess (cached as configured), add training augmentation, and wrap splits in loaders.
+
+    ``device`` is where the run trains or evaluates. ``data.cache = 'gpu'`` needs it to be CUDA: each split is then
+    a :class:`~pipeline.data.DeviceBatchLoader` holding the preprocessed tensors on the device. On CUDA, the other
+    caches use MONAI's ``ThreadDataLoader`` (batches prepared a batch ahead on a thread) for splits with no random
+    transforms and ``data.num_workers = 0``; random augmentation keeps the plain loader, so checkpoints record the
+    transforms' random states at the batch trained on.
 
     With ``distributed`` (an initialised process group), each loader reads this process's share of its split, with
     ``data.batch_size`` items per process and batch; the training loader seeds its random transforms with
     ``training.seed + rank``, so processes do not augment their items alike.
 
     Raises:
+        ConfigError: ``data.cache = 'gpu'`` without a CUDA device, or a split too large for the device's free memory.
         DataError: for unreadable items when ``data.on_bad_item`` is ``error`` (the default), and for sources
             that do not fit the configuration.
     """
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    if config.data.cache == "gpu" and not on_cuda:
+        raise ConfigError(f"data.cache = 'gpu' needs a CUDA device, and this run uses {device or 'no device'}: "
+                          "set data.cache = 'memory'")
+    if config.data.cache == "gpu" and distributed:
+        raise ConfigError("data.cache = 'gpu' does not split a split between processes yet; set data.cache = "
+                          "'memory' for a distributed run")
     source = load_source(config)
     skipped: list[dict] = []
     if source.from_files and config.data.on_bad_item == "skip":
@@ -117,11 +132,16 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:
-        transform = Compose([base, *augmentation]) if split == "train" and augmentation else base
+        random_steps = augmentation if split == "train" else []
         items = [{key: item[key] for key in ("image", "label", "name")} for item in source.splits[split]]
+        batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
+        if config.data.cache == "gpu":
+            loaders[split] = _device_loader(items, base, random_steps, batch_size, split, config.training.seed,
+                                            torch.device(device))
+            continue
+        transform = Compose([base, *random_steps]) if random_steps else base
         dataset = make_dataset(items, transform, config.data.cache,
                                cache_dir / split if cache_dir is not None else None)
-        batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
         sampler, seed = None, config.training.seed
         if distributed:
             if len(dataset) < torch.distributed.get_world_size():
@@ -129,14 +149,28 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
                                 f"{torch.distributed.get_world_size()} processes; start fewer processes")
             sampler = _distributed_sampler(dataset, split, config.training.seed)
             seed += torch.distributed.get_rank() if split == "train" else 0
-        loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train",
-                                     num_workers=config.data.num_workers, seed=seed, sampler=sampler)
+        loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train", num_workers=config.data.num_workers,
+                                     seed=seed, sampler=sampler,
+                                     threaded=on_cuda and not random_steps and config.data.num_workers == 0)
     logger.info("data %s: %s task, classes %s, %dD, %d channel(s), %s", config.data.path.name, info.task,
                 info.class_names, info.spatial_dims, info.in_channels,
                 ", ".join(f"{split} {len(source.splits[split])}" for split in splits))
     return PreparedData(info=info, loaders=loaders, sizes={split: len(source.splits[split]) for split in splits},
                         split_table=split_table(source), split_made_here=source.split_made_here, skipped=skipped,
                         notes=config.augmentation.override_warnings())
+
+
+def _device_loader(items: list[dict], base: Compose, augmentation: list, batch_size: int, split: str, seed: int,
+                   device: torch.device) -> DeviceBatchLoader:
+    loader = DeviceBatchLoader(items, base, augmentation, batch_size, shuffle=split == "train", seed=seed,
+                               device=device)
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    try:
+        check_fits_on_device(loader.nbytes, free_bytes, split)
+    except ValueError as error:
+        raise ConfigError(f"data.cache = 'gpu': {error}; set data.cache = 'memory'") from None
+    logger.info("data.cache = 'gpu': %s split on %s, %.1f MiB", split, device, loader.nbytes / 2**20)
+    return loader
 
 
 def network_spec(config: Config, info: DatasetInfo) -> NetworkSpec:

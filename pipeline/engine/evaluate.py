@@ -76,10 +76,10 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     Returns:
         (probabilities, labels, task, class names); binary probabilities are the positive class's, shape (N,).
     """
-    data = prepare_data(config, splits=(split,), cache_dir=run_dir / "cache")
+    device = select_device(config)
+    data = prepare_data(config, splits=(split,), cache_dir=run_dir / "cache", device=device)
     info = data.info
     loader = data.loaders[split]
-    device = select_device(config)
     network = make_network(config, info, tuple(loader.dataset[0]["image"].shape))
     load_weights(network, checkpoint_path(run_dir, which))
     network.to(device)

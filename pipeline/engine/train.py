@@ -172,7 +172,8 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
     _seed_everything(config, device, context.rank)
     amp_dtype = autocast_dtype(config, device)
 
-    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache", distributed=context.enabled)
+    data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache", device=device,
+                        distributed=context.enabled)
     info = data.info
     if main:
         write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))

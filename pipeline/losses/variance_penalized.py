@@ -19,27 +19,139 @@ _EPS = 1e-7
 
 
 def sample_feature_columns(num_columns: int, feature_sampling_ratio: float,
-                           generator: torch.Generator | None = None) -> torch.Tensor | None:
-    """Draw ``k = max(1, floor(feature_sampling_ratio * num_columns))`` distinct column indices (CPU, int64).
+                           generator: torch.Generator | None = None) -> tuple[int, int] | None:
+    """Draw a circular block of ``k = max(1, floor(feature_sampling_ratio * num_columns))`` consecutive columns.
 
-    Returns None when every column is kept (``k == num_columns``), so no gather is needed.
+    The block is columns ``start, start + 1, ..., start + k - 1`` taken modulo ``num_columns``, with ``start``
+    drawn uniformly from ``0 .. num_columns - 1`` by ``generator`` (CPU; torch's global RNG when None): one
+    integer per call, no permutation of the columns, no index tensor to copy to the device.
+
+    Every column is in the block with probability exactly ``k / num_columns``: column ``j`` is drawn for the
+    ``k`` starts ``j, j - 1, ..., j - k + 1`` (modulo ``num_columns``) out of ``num_columns`` equally likely
+    ones. So the mean of any per-column quantity over the block is an unbiased estimate of its mean over all
+    columns: ``E[(1/k) sum_{j in block} v_j] = (1/k) sum_j v_j k / D = (1/D) sum_j v_j``, as for a uniform
+    draw without replacement. (The block's columns are neighbours, so when neighbouring columns' values are
+    alike, the estimate spreads more around that mean from draw to draw than a uniform draw's would.)
+
+    Returns:
+        ``(start, k)``, or None when every column is kept (``k == num_columns``; nothing is drawn then).
     """
     num_sampled = max(1, math.floor(feature_sampling_ratio * num_columns))
     if num_sampled >= num_columns:
         return None
-    return torch.randperm(num_columns, generator=generator)[:num_sampled]
+    start = int(torch.randint(num_columns, (1,), generator=generator).item())
+    return start, num_sampled
+
+
+def _column_runs(start: int, num_sampled: int, num_columns: int) -> list[tuple[int, int]]:
+    """The block ``start .. start + num_sampled - 1`` (mod ``num_columns``) as one or two ``[begin, end)`` runs."""
+    end = start + num_sampled
+    if end <= num_columns:
+        return [(start, end)]
+    return [(start, num_columns), (0, end - num_columns)]
+
+
+def _run_views(grid: torch.Tensor, begin: int, end: int) -> list[torch.Tensor]:
+    """Views of the flat columns ``[begin, end)`` of ``grid`` ``(B, C, P)`` (flat column ``j`` is ``(j // P,
+    j % P)``): a partial channel, a run of whole channels, a partial channel. Slicing only, so no copy, whatever
+    the memory layout (``channels_last`` included)."""
+    positions = grid.shape[2]
+    first, offset = divmod(begin, positions)
+    last, tail = divmod(end, positions)
+    if first == last:
+        return [grid[:, first, offset:tail]]
+    views = []
+    if offset:
+        views.append(grid[:, first, offset:])
+        first += 1
+    if last > first:
+        views.append(grid[:, first:last])
+    if tail:
+        views.append(grid[:, last, :tail])
+    return views
+
+
+def _block_views(feature: torch.Tensor, runs: list[tuple[int, int]], flat: bool) -> list[torch.Tensor]:
+    """Views of the flat columns ``runs`` of ``feature`` ``(B, ...)``: with ``flat`` (for a contiguous feature) one
+    slice of ``reshape(B, -1)`` per run, else slices of channels (no copy for ``channels_last`` either)."""
+    if flat:  # (B, D) is a view: one slice per run
+        columns = feature.view(feature.shape[0], -1)
+        return [columns[:, begin:end] for begin, end in runs]
+    # e.g. channels_last: slice channels, never flatten across them (that would copy the whole activation).
+    # view, not reshape: a copy here would silently lose the gradient written into it.
+    grid = feature.view(feature.shape[0], feature.shape[1], -1) if feature.ndim > 2 else feature.unsqueeze(-1)
+    return [view for begin, end in runs for view in _run_views(grid, begin, end)]
+
+
+def _viewable_by_channel(feature: torch.Tensor) -> bool:
+    """Whether ``feature`` ``(B, C, ...)`` can be seen as ``(B, C, P)`` without a copy (``channels_last`` can)."""
+    if feature.ndim <= 3:
+        return True
+    try:
+        feature.view(feature.shape[0], feature.shape[1], -1)
+    except RuntimeError:
+        return False
+    return True
+
+
+class _BlockVariance(torch.autograd.Function):
+    """Mean over the columns ``runs`` (``[begin, end)`` flat ranges, ``num_sampled`` columns in all) of the
+    population variance across dim 0, in float32, with a hand-written gradient.
+
+    Autograd through the views would give each view its own full-size zero gradient, each then added into the
+    activation's gradient (up to six per layer for a ``channels_last`` block); here the backward pass writes all
+    views' gradients, ``2 (x - mean) / (B k)`` times the incoming gradient, into one zero tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, feature: torch.Tensor, runs: list[tuple[int, int]], num_sampled: int) -> torch.Tensor:
+        total = feature.new_zeros((), dtype=torch.float32)
+        means = []
+        flat = feature.is_contiguous()
+        for view in _block_views(feature, runs, flat):
+            variance, mean = torch.var_mean(view.float(), dim=0, correction=0)
+            total = total + variance.sum()
+            means.append(mean)
+        ctx.save_for_backward(feature, *means)
+        ctx.runs, ctx.num_sampled, ctx.flat = runs, num_sampled, flat
+        return total / num_sampled
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        feature, *means = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        grad = torch.zeros_like(feature)
+        scale = grad_output * (2.0 / (feature.shape[0] * ctx.num_sampled))
+        views = zip(_block_views(grad, ctx.runs, ctx.flat), _block_views(feature, ctx.runs, ctx.flat), means,
+                    strict=True)
+        for grad_view, view, mean in views:
+            grad_view.copy_((view.float() - mean) * scale)
+        return grad, None, None
 
 
 def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
                     generator: torch.Generator | None) -> torch.Tensor:
-    """Mean over a random share of columns of the population variance across the batch."""
-    flat = feature.reshape(feature.shape[0], -1)
-    if flat.shape[1] == 0:
+    """Mean, over a random circular block of the flattened ``(B, D)`` columns, of the population variance across
+    the batch, in float32.
+
+    The block (:func:`sample_feature_columns`) is read through views of the feature: nothing is flattened,
+    gathered or cast except the ``k`` sampled columns, so the cost in the forward pass is about the share
+    sampled, also for ``channels_last`` activations; the backward pass writes one gradient tensor
+    (:class:`_BlockVariance`). Columns are numbered as ``feature.reshape(B, -1)`` numbers them (channel-major),
+    whatever the memory layout.
+    """
+    num_columns = math.prod(feature.shape[1:])
+    if num_columns == 0:
         raise ValueError(f"a feature tensor of shape {tuple(feature.shape)} has no feature dimension to penalize")
-    columns = sample_feature_columns(flat.shape[1], feature_sampling_ratio, generator)
-    if columns is not None:
-        flat = flat.index_select(1, columns.to(flat.device))
-    return flat.float().var(dim=0, unbiased=False).mean()
+    block = sample_feature_columns(num_columns, feature_sampling_ratio, generator)
+    if block is None:
+        return torch.var(feature.float(), dim=0, correction=0).mean()
+    start, num_sampled = block
+    if not (feature.is_contiguous() or _viewable_by_channel(feature)):
+        feature = feature.contiguous()  # a rare layout (spatial axes permuted): one copy, through autograd
+    return _BlockVariance.apply(feature, _column_runs(start, num_sampled, num_columns), num_sampled)
 
 
 def variance_penalty(
@@ -50,10 +162,13 @@ def variance_penalty(
     """Mean over layers of the mean sampled per-feature batch variance, computed in float32.
 
     Args:
-        features: one ``(B, ...)`` tensor per layer; each is flattened to ``(B, D)``.
-        feature_sampling_ratio: share of the ``D`` columns drawn (without replacement) for each
-            layer: ``k = max(1, floor(feature_sampling_ratio * D))``.
-        generator: CPU generator for the column draw (reproducible sequences); global RNG when None.
+        features: one ``(B, ...)`` tensor per layer; each is seen as ``(B, D)`` (``D`` = the product of the
+            other dimensions, channel-major as ``reshape(B, -1)`` orders them).
+        feature_sampling_ratio: share of the ``D`` columns drawn for each layer at each call:
+            ``k = max(1, floor(feature_sampling_ratio * D))`` consecutive columns, modulo ``D``, from a
+            uniformly random start (see :func:`sample_feature_columns`: each column is drawn with probability
+            ``k / D``, so the estimate of the mean variance over all columns is unbiased).
+        generator: CPU generator for the draws (reproducible sequences); global RNG when None.
 
     Returns:
         A float32 scalar. The variance divides by ``B``, so a batch of one gives 0.

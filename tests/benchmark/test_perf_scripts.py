@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.benchmark.throughput import peak_memory, subset_medmnist
+from pipeline.benchmark.throughput import PenaltyCase, peak_memory, penalty_overhead, subset_medmnist
+from pipeline.losses import variance_penalized
 
 
 def _run_script(repo_root: Path, name: str, *args: str) -> subprocess.CompletedProcess:
@@ -37,18 +38,43 @@ def _check_memory(memory: dict) -> None:
     assert memory["peak_mib"] >= memory["before_mib"] > 0
 
 
+def test_a_case_formulation_is_swapped_in_for_that_case_only() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def counting(feature: torch.Tensor, ratio: float, generator: torch.Generator | None) -> torch.Tensor:
+        calls.append(tuple(feature.shape))
+        return feature.float().var(dim=0, unbiased=False).mean()
+
+    cases = (PenaltyCase("cross_entropy"), PenaltyCase("library", "last_conv", 0.2),
+             PenaltyCase("swapped", "last_conv", 0.2, counting))
+    measured = penalty_overhead(torch.device("cpu"), image_size=16, batch_size=2, steps=1, warmup=1, rounds=1,
+                                cases=cases)
+    assert len(calls) == 2  # one warm-up and one timed step of "swapped", none from "library"
+    assert [case["formulation"] for case in measured["cases"]][2] == "counting"
+    assert variance_penalized._layer_variance is not counting  # restored after the step
+
+
 @pytest.mark.slow
 def test_penalty_overhead_writes_json_with_hardware(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "penalty.json"
     result = _run_script(repo_root, "penalty_overhead.py", "--device", "cpu", "--image-size", "32", "--batch-size",
-                         "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--out", str(out))
+                         "4", "--steps", "1", "--warmup", "1", "--rounds", "2", "--penalty-only-repeats", "1",
+                         "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(out.read_text())
     assert record["benchmark"] == "penalty_overhead"
     _check_environment(record, "cpu")
     assert record["settings"]["image_size"] == 32 and record["settings"]["precision"] == "float32"
     cases = {case["name"]: case for case in record["cases"]}
-    assert list(cases) == ["cross_entropy", "penalty_last_conv_0.2", "penalty_all_conv_0.2"]
+    assert list(cases) == ["cross_entropy", "penalty_last_conv_0.2", "penalty_all_conv_0.2",
+                           "penalty_last_conv_0.2_permutation", "penalty_all_conv_0.2_permutation"]
+    assert cases["penalty_all_conv_0.2_permutation"]["formulation"] == "permutation_gather"
+    assert cases["penalty_all_conv_0.2"]["formulation"].startswith("library")
+    assert [alone["settings"]["memory_format"] for alone in record["penalty_only"]] == ["contiguous", "channels_last"]
+    for alone in record["penalty_only"]:
+        assert alone["settings"]["tapped_layers"] == cases["penalty_all_conv_0.2"]["tapped_layers"]
+        assert set(alone["milliseconds_per_call"]) == {"library", "permutation_gather"}
+        assert all(len(values) == 5 for values in alone["round_milliseconds_per_call"].values())
     assert cases["cross_entropy"]["ratio_to_cross_entropy"] == 1.0 and cases["cross_entropy"]["tapped_layers"] == 0
     assert cases["penalty_last_conv_0.2"]["tapped_layers"] == 1
     assert cases["penalty_all_conv_0.2"]["tapped_layers"] > 10  # ResNet-18: every conv, downsampling ones included

@@ -77,16 +77,99 @@ def test_probabilities_input_matches_logits_when_from_logits_is_false():
             torch.sigmoid(binary_logits), binary_target), atol=1e-5)
 
 
+def block_columns(block, num_columns):
+    """The column indices of a ``(start, k)`` block from sample_feature_columns (None: all columns)."""
+    if block is None:
+        return torch.arange(num_columns)
+    start, num_sampled = block
+    return (start + torch.arange(num_sampled)) % num_columns
+
+
 @pytest.mark.parametrize("num_columns,ratio", [(10, 0.2), (10, 0.05), (7, 0.5), (1000, 0.333), (5, 1.0)])
 def test_sample_size_is_floor_of_ratio_with_at_least_one(num_columns, ratio):
-    columns = sample_feature_columns(num_columns, ratio, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
     expected = max(1, math.floor(ratio * num_columns))
-    if expected == num_columns:
-        assert columns is None
-    else:
-        assert len(columns) == expected
+    for _ in range(20):
+        block = sample_feature_columns(num_columns, ratio, generator)
+        if expected == num_columns:
+            assert block is None
+            continue
+        start, num_sampled = block
+        assert num_sampled == expected
+        assert 0 <= start < num_columns
+        columns = block_columns(block, num_columns)
         assert len(set(columns.tolist())) == expected
-        assert 0 <= columns.min() and columns.max() < num_columns
+
+
+def test_each_column_is_drawn_with_probability_k_over_d():
+    # D = 10, k = 3: every column, the first and last included (the block wraps around), is drawn 3/10 of the
+    # time. 4000 draws: a frequency's standard error is sqrt(0.3 * 0.7 / 4000) = 0.0072; allow 5 of them.
+    generator = torch.Generator().manual_seed(5)
+    draws = 4000
+    counts = torch.zeros(10)
+    for _ in range(draws):
+        counts[block_columns(sample_feature_columns(10, 0.3, generator), 10)] += 1
+    assert torch.allclose(counts / draws, torch.full((10,), 0.3), atol=5 * math.sqrt(0.3 * 0.7 / draws))
+
+
+def test_sampled_penalty_is_an_unbiased_estimate_of_the_all_column_penalty():
+    # Column variances that grow with the column index (neighbours alike: the case where a block's estimate
+    # spreads most). The mean of the sampled estimate over many draws must match the all-column value within
+    # 5 standard errors of that mean (standard error from the spread of the draws themselves).
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(16, 5, 4, 3, generator=generator) * torch.linspace(0.1, 3.0, 60).reshape(5, 4, 3)
+    full = variance_penalty([feature], 1.0).double()
+    sampler = torch.Generator().manual_seed(11)
+    estimates = torch.stack([variance_penalty([feature], 0.2, sampler) for _ in range(3000)]).double()
+    standard_error = estimates.std() / math.sqrt(len(estimates))
+    assert estimates.std() > 0  # the draws do differ
+    assert abs(estimates.mean() - full) < 5 * standard_error
+    assert standard_error < 0.02 * full  # the check has teeth: a 10% bias would fail it
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("seed", range(6))
+def test_value_and_gradient_match_a_float64_reference_on_the_sampled_columns(memory_format, seed):
+    # (6, 5, 4, 3): D = 60, P = 12 positions per channel; ratio 0.3 gives k = 18 columns, so blocks start and end
+    # inside channels and some wrap around.
+    generator = torch.Generator().manual_seed(100 + seed)
+    feature = (torch.randn(6, 5, 4, 3, generator=generator) * 2 + 3).contiguous(memory_format=memory_format)
+    feature.requires_grad_(True)
+    value = variance_penalty([feature], 0.3, torch.Generator().manual_seed(seed))
+    value.backward()
+    columns = block_columns(sample_feature_columns(60, 0.3, torch.Generator().manual_seed(seed)), 60)
+    reference_input = feature.detach().double().reshape(6, -1).requires_grad_(True)
+    sampled = reference_input[:, columns]
+    reference = ((sampled - sampled.mean(0)) ** 2).mean(0).mean()
+    reference.backward()
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert torch.allclose(feature.grad.double().reshape(6, -1), reference_input.grad, atol=1e-7)
+    touched = feature.grad.reshape(6, -1).abs().sum(0).nonzero().flatten()
+    assert sorted(touched.tolist()) == sorted(columns.tolist())
+
+
+def test_float32_statistics_stay_accurate_on_features_with_a_large_mean():
+    # Variance 1e-4 around a mean of 1000: E[x^2] - E[x]^2 in float32 would lose every digit (eps * 1e6 = 0.06).
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(128, 64, 8, 8, generator=generator) * 0.01 + 1000
+    reference = feature.double().reshape(128, -1).var(0, unbiased=False).mean().item()
+    assert variance_penalty([feature], 1.0).item() == pytest.approx(reference, rel=1e-3)
+    sampler = torch.Generator().manual_seed(1)
+    block = sample_feature_columns(64 * 64, 0.2, torch.Generator().manual_seed(1))
+    sampled_reference = feature.double().reshape(128, -1)[:, block_columns(block, 4096)].var(0, unbiased=False)
+    assert variance_penalty([feature], 0.2, sampler).item() == pytest.approx(sampled_reference.mean().item(),
+                                                                              rel=1e-3)
+
+
+def test_one_draw_per_layer_and_call_from_the_generator():
+    features = [torch.randn(4, 3, 5, 5), torch.randn(4, 40)]
+    generator = torch.Generator().manual_seed(9)
+    variance_penalty(features, 0.2, generator)
+    replay = torch.Generator().manual_seed(9)
+    sample_feature_columns(75, 0.2, replay)
+    sample_feature_columns(40, 0.2, replay)
+    assert torch.equal(generator.get_state(), replay.get_state())
 
 
 def test_penalty_uses_exactly_the_sampled_share_of_columns():
@@ -203,3 +286,32 @@ def test_label_smoothing_matches_torch():
     labels = torch.tensor([1, 0])
     loss = VariancePenalizedLoss(variance_weight=0.0, task="multiclass", label_smoothing=0.1)
     assert torch.allclose(loss(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x.contiguous(memory_format=torch.channels_last),
+    lambda x: x.transpose(2, 3).contiguous().transpose(2, 3),  # non-contiguous, not channels_last
+    lambda x: x[:, :, :, ::2],  # strided: zeros_like gives a contiguous gradient
+])
+def test_gradient_on_non_contiguous_features_matches_contiguous(make):
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(5, 6, 4, 8, generator=generator)
+    through_contiguous = base.clone().requires_grad_(True)
+    variance_penalty([make(through_contiguous).contiguous()], 0.45, torch.Generator().manual_seed(2)).backward()
+    source = base.clone().requires_grad_(True)
+    feature = make(source)
+    assert not feature.is_contiguous()
+    variance_penalty([feature], 0.45, torch.Generator().manual_seed(2)).backward()
+    assert torch.allclose(source.grad, through_contiguous.grad, atol=1e-7)
+    assert source.grad.abs().sum() > 0
+
+
+def test_bf16_features_get_a_bf16_gradient_close_to_float32():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(16, 8, 4, 4, generator=generator) * 2 + 1
+    full = base.clone().requires_grad_(True)
+    variance_penalty([full], 0.3, torch.Generator().manual_seed(1)).backward()
+    half = base.bfloat16().requires_grad_(True)
+    variance_penalty([half], 0.3, torch.Generator().manual_seed(1)).backward()
+    assert half.grad.dtype == torch.bfloat16
+    assert torch.allclose(half.grad.float(), full.grad, rtol=2e-2, atol=1e-4)
