@@ -260,8 +260,8 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         decollate=False,
         train_handlers=train_handlers,
     )
-    sampler = data.loaders["train"].sampler
     if context.enabled:  # a new shuffle every epoch; registered before a resumed run replays its epoch's order
+        sampler = data.loaders["train"].sampler
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     early_stopping = None
     if on_validation is not None:
