@@ -231,11 +231,14 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
     train_handlers = [ValidationHandler(validator=evaluator, interval=1, epoch_level=True), history]
     if scheduler is not None:
         train_handlers.append(LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True))
+    log_every = max(1, len(data.loaders["train"]) // 50)
     if main:
         train_handlers += [
             _stats_handler("medvp.train", tag_name="train_loss", output_transform=lambda output: None,
                            iteration_log=False),
-            TensorBoardStatsHandler(summary_writer=writer, iteration_log=True, epoch_log=True,
+            # Reading the loss is a host-device sync: at most about 50 points per epoch, not one per step.
+            TensorBoardStatsHandler(summary_writer=writer, epoch_log=True,
+                                    iteration_log=lambda _, iteration: iteration % log_every == 0,
                                     output_transform=lambda output: output[Keys.LOSS].item()),
         ]
     train_metrics = {
