@@ -35,7 +35,17 @@ def _numpy_state_from_plain(state: Mapping) -> tuple:
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    """Values that ``torch.load(weights_only=True)`` accepts: numpy scalars as Python numbers, tensor subclasses
+    (MONAI's MetaTensor, which augmented batches and the losses computed from them are) as plain tensors."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor:
+        return value.as_subclass(torch.Tensor)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
 
 
 def randomizable_transforms(transform: object) -> list[Randomizable]:
@@ -153,7 +163,7 @@ class MetricStates:
         self.metrics = dict(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: dict(metric.state_dict()) for name, metric in self.metrics.items()}
+        return {name: _plain(dict(metric.state_dict())) for name, metric in self.metrics.items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, metric in self.metrics.items():

@@ -112,3 +112,22 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run_bit_for_bit(r
                "seconds_lost": round(killed_seconds + resumed_seconds - reference_seconds, 1),
                "weights_and_metrics_equal": True}
     print("kill-and-resume:", json.dumps(figures))
+
+
+def test_a_run_with_augmentation_writes_checkpoints_that_load_safely(small_demo_data, tmp_path):
+    # Augmented batches are MONAI MetaTensors, and so are the losses and running metric sums computed from them;
+    # the checkpoint must hold plain tensors, or torch.load(weights_only=True) refuses it.
+    from pipeline.config import parse_config
+    from pipeline.engine import train
+
+    config = parse_config({"data": {"path": str(small_demo_data), "batch_size": 64}, "model": {"name": "simplecnn",
+                           "options": {"channels": [4, 4, 8, 8]}}, "training": {"max_epochs": 1, "progress_bar": False,
+                           "checkpoint_every_iterations": 3},
+                           "augmentation": {"transforms": [{"name": "rotate", "degrees": 10, "prob": 1.0}]},
+                           "evaluation": {"splits": []}, "output": {"root": str(tmp_path)}}, "test", tmp_path)
+    run_dir = train(config).run_dir
+    for path in (run_dir / "checkpoints").glob("checkpoint_*.pt"):
+        state = load_checkpoint(path)
+        sums = [value for metric in state["train_metrics"].values() for per_rank in metric["__metric_state_per_rank"]
+                for value in per_rank.values() if isinstance(value, torch.Tensor)]
+        assert sums and all(type(value) is torch.Tensor for value in sums), path.name
