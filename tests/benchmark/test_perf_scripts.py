@@ -114,6 +114,6 @@ def test_cpu_peak_memory_sees_an_allocation_inside_the_block() -> None:
     with peak_memory(torch.device("cpu")) as memory:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         block.add_(1)
-        time.sleep(0.1)  # the sampler reads every 2 ms
+        time.sleep(0.1)  # where the kernel peak cannot be reset, a sampler reads every 2 ms
         del block
     assert memory.peak_mib - memory.before_mib >= 48
