@@ -38,8 +38,9 @@ How the arms were made:
 - `original_cnn_ce` / `original_cnn_vp`: the method's own network (four 1x1 conv layers of 10 filters) with and
   without its published penalty, at 28 px rather than its 224 px.
 
-Times are wall-clock on shared CPU cores while other jobs ran, and the runs used 1 or 2 threads: they show the
-order of cost, not a throughput measurement (see `docs/performance.md` for that).
+A spec in `benchmarks/specs/` without a section below has not been run yet. Times are wall-clock on shared CPU
+cores while other jobs ran, and the runs used 1 or 2 threads: they show the order of cost, not a throughput
+measurement (see `docs/performance.md` for that).
 
 """
 
