@@ -89,10 +89,6 @@ class BenchmarkProgress:
     total: int
     seconds_per_run: float | None
 
-    @property
-    def eta_seconds(self) -> float | None:
-        return None if self.seconds_per_run is None else (self.total - self.done) * self.seconds_per_run
-
 
 def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1, 1),
                   time_limit_minutes: float | None = None) -> BenchmarkProgress:
