@@ -1,10 +1,12 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.multiprocessing as mp
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +95,23 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+# --- spawned process groups (distributed tests) ---
+
+
+def _spawn_processes(worker, args: tuple, processes: int, timeout: float = 300.0) -> None:
+    """Run ``worker(rank, *args)`` in ``processes`` spawned processes; fail the test, not the CI job, on a hang."""
+    context = mp.start_processes(worker, args=args, nprocs=processes, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1.0):  # raises ProcessRaisedException if a process failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{processes} spawned processes were still running after {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def spawn_processes():
+    """``spawn_processes(worker, args, processes)``: ``worker(rank, *args)`` in each process, with a deadline."""
+    return _spawn_processes

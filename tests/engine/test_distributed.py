@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pipeline.config import parse_config
 from pipeline.engine import train
@@ -78,26 +77,25 @@ def _worker(rank: int, world: int, init_file: str, doc: dict, root: str, audit_d
     try:
         result = train(parse_config(doc, "test", Path(root)), Path(root) / "run")
     finally:
-        dist.destroy_process_group()
+        end_process_group()
     Path(audit_dir, f"rank{rank}.json").write_text(json.dumps({"writes": log, "best_epoch": result.best_epoch,
                                                                 "best_val_auc": result.best_val_auc}))
 
 
-def run_distributed(data: Path, folder: Path, processes: int) -> tuple[Path, list[dict]]:
+def run_distributed(spawn_processes, data: Path, folder: Path, processes: int) -> tuple[Path, list[dict]]:
     """Train with ``processes`` gloo processes (spawned); the run directory and each rank's report."""
     root, audit = folder / "runs", folder / "audit"
     root.mkdir(parents=True)
     audit.mkdir()
     doc = document(data, root, processes)
-    mp.spawn(_worker, args=(processes, str(folder / "init"), doc, str(root), str(audit)), nprocs=processes,
-             join=True)
+    spawn_processes(_worker, (processes, str(folder / "init"), doc, str(root), str(audit)), processes)
     return root / "run", [json.loads((audit / f"rank{rank}.json").read_text()) for rank in range(processes)]
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_data, tmp_path_factory):
-    one = run_distributed(tiny_data, tmp_path_factory.mktemp("one_process"), 1)
-    two = run_distributed(tiny_data, tmp_path_factory.mktemp("two_processes"), 2)
+def runs(tiny_data, tmp_path_factory, spawn_processes):
+    one = run_distributed(spawn_processes, tiny_data, tmp_path_factory.mktemp("one_process"), 1)
+    two = run_distributed(spawn_processes, tiny_data, tmp_path_factory.mktemp("two_processes"), 2)
     return one, two
 
 

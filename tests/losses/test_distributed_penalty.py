@@ -4,9 +4,9 @@ the penalty's value, the column draws call after call, and the DistributedDataPa
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from pipeline.engine.distributed import end_process_group
 from pipeline.losses import VariancePenalizedLoss, gather_features
 
 WORLD = 2
@@ -57,18 +57,18 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         rows = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        for scope in ("global", "local"):
-            network = nn.parallel.DistributedDataParallel(TinyNet())
-            torch.save(run_steps(network, make_loss(scope), make_inputs(), rows), f"{out_dir}/{scope}{rank}.pt")
+        for scope in ("global", "local"):  # each DDP wrapper is freed before the group ends (end_process_group)
+            records = run_steps(nn.parallel.DistributedDataParallel(TinyNet()), make_loss(scope), make_inputs(), rows)
+            torch.save(records, f"{out_dir}/{scope}{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        end_process_group()
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
+def two_processes(tmp_path_factory, spawn_processes):
     """Both scopes run by 2 gloo processes (spawned once): ``{scope: [records of rank 0, records of rank 1]}``."""
     folder = tmp_path_factory.mktemp("penalty")
-    mp.spawn(_worker, args=(str(folder / "init"), str(folder)), nprocs=WORLD, join=True)
+    spawn_processes(_worker, (str(folder / "init"), str(folder)), WORLD)
     return {scope: [torch.load(folder / f"{scope}{rank}.pt") for rank in range(WORLD)]
             for scope in ("global", "local")}
 
