@@ -116,18 +116,25 @@ def _number(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def arm_colours(count: int) -> list[tuple]:
+    """One colour per arm, none repeated up to 20 arms (tab10, or tab20 beyond 10 arms)."""
+    palette = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [palette(index % palette.N) for index in range(count)]
+
+
 def _plot_curves(spec: dict, by_arm: dict[str, list[dict]], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for arm, results in by_arm.items():
+    colours = arm_colours(len(by_arm))
+    for index, (arm, results) in enumerate(by_arm.items()):
         length = min(len(r["history"]) for r in results)
         epochs = np.arange(1, length + 1)
         for axis, key in zip(axes, ("val_loss", "val_auc"), strict=True):
             values = np.asarray([[h[key] for h in r["history"][:length]] for r in results])
             mean, sd = values.mean(0), values.std(0)
-            (line,) = axis.plot(epochs, mean, label=arm)
-            axis.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+            axis.plot(epochs, mean, label=arm, color=colours[index])
+            axis.fill_between(epochs, mean - sd, mean + sd, color=colours[index], alpha=0.15)
         train = np.asarray([[h["train_classification"] for h in r["history"][:length]] for r in results]).mean(0)
-        axes[0].plot(epochs, train, linestyle=":", color=line.get_color())
+        axes[0].plot(epochs, train, linestyle=":", color=colours[index])
     axes[0].set_title("classification loss: validation (solid, ±sd band) and train (dotted)")
     axes[1].set_title("validation AUC (mean ± sd over seeds)")
     for axis in axes:

@@ -118,3 +118,10 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     assert len(trained) == 6  # no pair twice
     with pytest.raises(ConfigError, match="--shard 3/2"):
         runner.run_benchmark(spec, lines.append, shard=(3, 2))
+
+
+def test_curve_colours_stay_distinct_beyond_ten_arms():
+    from pipeline.benchmark.report import arm_colours
+
+    for count in (2, 10, 12, 20):
+        assert len(set(arm_colours(count))) == count
