@@ -31,8 +31,10 @@ How the arms were made:
 - Tuned arms (`vp_tuned`, `ce_dropout`, `ce_label_smoothing`, `ce_weight_decay`): `medvp tune --spec` with the
   same number of Optuna trials per arm (TPE, seeded; median pruning on validation AUC after 3 complete trials),
   objective the best validation AUC of a run at the benchmark's scale. The test split is never loaded while
-  tuning. With 6 trials TPE is still in its random start-up phase, so this is a small random search; validation
-  AUC is near its ceiling on PneumoniaMNIST (about 0.99), so the search separates settings weakly.
+  tuning. With 6 trials TPE is still in its random start-up phase, so this is a small random search, and since
+  every study is seeded alike, an arm tries the same candidate settings on every dataset (the datasets differ
+  in which candidate validates best, and in what pruning stops). Validation AUC is near its ceiling on
+  PneumoniaMNIST (about 0.99), so there the search separates settings weakly.
 - `ce_augment` / `vp_augment`: the clinically safe allow-list (rotation ±10°, translation ±10%, zoom 0.9-1.1,
   each with probability 0.5), without and with the original penalty.
 - `original_cnn_ce` / `original_cnn_vp`: the method's own network (four 1x1 conv layers of 10 filters) with and

@@ -125,3 +125,16 @@ def test_curve_colours_stay_distinct_beyond_ten_arms():
 
     for count in (2, 10, 12, 20):
         assert len(set(arm_colours(count))) == count
+
+
+def test_the_committed_benchmark_document_is_what_medvp_report_makes_of_the_committed_results(repo_root, tmp_path):
+    import re
+
+    from pipeline.benchmark.report import PREAMBLE
+
+    committed = (repo_root / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^## (\S+)$", committed, flags=re.MULTILINE)
+    assert sections, "docs/benchmarks.md has no benchmark sections"
+    results = [repo_root / "benchmarks" / "results" / name for name in sections]
+    regenerated = write_report(results, tmp_path / "benchmarks.md", PREAMBLE).read_text(encoding="utf-8")
+    assert regenerated == committed
