@@ -47,6 +47,17 @@ def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
     return metrics
 
 
+def spec_record(spec: BenchmarkSpec) -> dict:
+    """The spec as the results folder keeps it (``spec.json``, read by the report); paths under the working
+    directory are written relative to it, so committed results carry no machine's absolute paths."""
+    record = spec.model_dump(mode="json")
+    for key in ("base_config", "results", "runs"):
+        path = Path(record[key])
+        if path.is_relative_to(Path.cwd()):
+            record[key] = path.relative_to(Path.cwd()).as_posix()
+    return record
+
+
 def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
     """Train one (arm, seed), measure it, and write its result JSON. The test split is read only here, after
     training, with the checkpoint that validation AUC chose (and, for comparison, the last one)."""
@@ -105,7 +116,7 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
     if not 1 <= index <= count:
         raise ConfigError(f"--shard {index}/{count}: expected K/N with 1 <= K <= N")
     spec.results.mkdir(parents=True, exist_ok=True)
-    (spec.results / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1), encoding="utf-8")
+    (spec.results / "spec.json").write_text(json.dumps(spec_record(spec), indent=1), encoding="utf-8")
     pairs = [(arm, seed) for seed in spec.seeds for arm in spec.arms]
     mine = pairs[index - 1::count]
     done = sum(result_path(spec, arm, seed).is_file() for arm, seed in pairs)

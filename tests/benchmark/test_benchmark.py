@@ -21,7 +21,8 @@ runs: runs
 
 
 @pytest.mark.slow
-def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root):
+def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     spec = tiny_spec(tmp_path, repo_root)
     lines = []
     progress = run_benchmark(spec, report=lines.append)
@@ -29,6 +30,8 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root):
     assert lines[0].startswith("[1/4] ce seed 0") and "ETA" in lines[0]
     results = sorted((tmp_path / "results" / "tiny").glob("*/seed_*.json"))
     assert len(results) == 4
+    record = json.loads((tmp_path / "results" / "tiny" / "spec.json").read_text())
+    assert (record["results"], record["runs"]) == ("results/tiny", "runs")  # relative to the working directory
     result = json.loads(results[0].read_text())
     for key in ("accuracy", "auc", "balanced_accuracy", "nll", "ece"):
         assert 0 <= result["test"][key] <= (1 if key != "nll" else 10)
