@@ -15,7 +15,7 @@ from pipeline.engine import train
 from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
 
-__all__ = ["SEARCH_SPACES", "tune", "trial_overrides", "write_trials"]
+__all__ = ["SEARCH_SPACES", "storage_description", "tune", "trial_overrides", "write_trials"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     out_dir.mkdir(parents=True, exist_ok=True)
     base: Config = load_config(config_path, list(overrides))
     # One SQLite file per arm by default: concurrent first-time schema creation in one file can collide.
-    storage = storage or f"sqlite:///{(out_dir / f'optuna_{arm}.db').resolve()}"
+    database = f"optuna_{arm}.db"
+    recorded = storage_description(storage) if storage else f"SQLite {database} in the --out folder"
+    storage = storage or f"sqlite:///{(out_dir / database).resolve()}"
     study = optuna.create_study(study_name=f"{base.output.name}-{arm}", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
@@ -79,9 +81,16 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     study.optimize(objective, n_trials=trials, catch=())
     write_trials(study, out_dir / f"trials_{arm}.csv")
     best = {"arm": arm, "params": study.best_params, "best_val_auc": study.best_value,
-            "trials": len(study.trials), "storage": storage}
+            "trials": len(study.trials), "storage": recorded, "study": study.study_name}
     (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
     return study
+
+
+def storage_description(url: str) -> str:
+    """A database URL as results may record it: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def write_trials(study: optuna.Study, path: Path) -> Path:

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 import pipeline.engine.components as components
-from pipeline.benchmark.tuning import _pruner_callback, trial_overrides, tune
+from pipeline.benchmark.tuning import _pruner_callback, storage_description, trial_overrides, tune
 
 
 @pytest.mark.slow
@@ -25,6 +25,7 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     assert set(best["params"]) == {"variance_weight", "feature_sampling_ratio", "lambda_", "taps"}
     assert best["best_val_auc"] == max(trial.value for trial in study.trials)
     assert (tmp_path / "optuna_vp_tuned.db").is_file()
+    assert best["storage"] == "SQLite optuna_vp_tuned.db in the --out folder" and str(tmp_path) not in json.dumps(best)
     trials = (tmp_path / "trials_vp_tuned.csv").read_text().splitlines()
     assert len(trials) == 3 and trials[0].startswith("trial,state,val_auc,epochs_reported,")
     # the same storage resumes the study
@@ -56,3 +57,8 @@ def test_search_space_overrides_turn_the_penalty_off_for_ce_arms():
                                                                 "model.dropout=0.2"]
     assert "loss.taps=all_conv" in trial_overrides("vp_tuned", {"variance_weight": 0.1, "feature_sampling_ratio": 0.5,
                                                                 "lambda_": 1.0, "taps": "all_conv"})
+
+
+def test_a_database_url_is_recorded_without_its_password():
+    recorded = storage_description("postgresql://tuner:s3cret@db.example:5432/studies")
+    assert "s3cret" not in recorded and recorded.startswith("postgresql://tuner:***@db.example:5432/studies")
