@@ -40,13 +40,18 @@ def trial_overrides(arm: str, params: dict) -> list[str]:
     return TUNED_ARMS[arm](params)
 
 
-def _pruner_callback(trial: optuna.Trial) -> Callable[[int, dict], None]:
-    def report(epoch: int, metrics: dict) -> None:
-        trial.report(float(metrics["val_auc"]), step=epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+class _Pruning:
+    """Reports each epoch's validation AUC to the trial; says to stop training when the pruner prunes it."""
 
-    return report
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    def __call__(self, epoch: int, metrics: dict) -> bool:
+        self.trial.report(float(metrics["val_auc"]), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+        return self.pruned_at is not None
 
 
 def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
@@ -75,7 +80,10 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
         params = SEARCH_SPACES[arm](trial)
         config = load_config(config_path, [*overrides, *trial_overrides(arm, params), "evaluation.splits=[]",
                                            "training.progress_bar=false"])
-        result = train(config, out_dir / "trials" / f"{arm}_{trial.number}", on_validation=_pruner_callback(trial))
+        pruning = _Pruning(trial)
+        result = train(config, out_dir / "trials" / f"{arm}_{trial.number}", on_validation=pruning)
+        if pruning.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
         return result.best_val_auc
 
     study.optimize(objective, n_trials=trials, catch=())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import monai
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
 from ignite.metrics import Accuracy, Average, Loss
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -106,7 +106,7 @@ def _seed_everything(config: Config, device: torch.device, rank: int = 0) -> Non
 
 
 def train(config: Config, run_dir: Path | None = None, resume: bool = False,
-          on_validation: Callable[[int, dict], None] | None = None) -> TrainResult:
+          on_validation: Callable[[int, dict], bool | None] | None = None) -> TrainResult:
     """Train and validate every epoch; write checkpoints, metrics and curves to the run directory.
 
     The best checkpoint (highest validation AUC) is ``checkpoints/best.pt``: the network's state dict.
@@ -120,8 +120,8 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
         run_dir: the run directory; a new one from ``output`` when None.
         resume: continue from the latest checkpoint in ``run_dir`` (the caller checks the configuration matches,
             see ``pipeline.engine.rundir.check_resumable``); the result equals an uninterrupted run's.
-        on_validation: called as ``on_validation(epoch, validation metrics)`` after each validation
-            (hyperparameter search prunes there; an exception it raises ends training and propagates).
+        on_validation: called as ``on_validation(epoch, validation metrics)`` after each validation; training
+            stops after that epoch when it returns True (hyperparameter search prunes there).
 
     In a distributed run (an initialised process group, e.g. under ``torchrun``: see
     ``pipeline.engine.distributed``) every process calls ``train`` with the same arguments; the network is wrapped
@@ -153,7 +153,7 @@ def _wrap_for_distributed(config: Config, network: nn.Module, device: torch.devi
     return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[[int, dict], None] | None,
+def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[[int, dict], bool | None] | None,
            context: DistributedContext) -> TrainResult:
     main = context.is_main
     checkpoint_dir = run_dir / CHECKPOINT_DIR
@@ -268,8 +268,11 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     early_stopping = None
     if on_validation is not None:
-        evaluator.add_event_handler(Events.COMPLETED,
-                                    lambda engine: on_validation(trainer.state.epoch, dict(engine.state.metrics)))
+        def after_validation(engine: Engine) -> None:
+            if on_validation(trainer.state.epoch, dict(engine.state.metrics)):
+                trainer.terminate()  # ends after this epoch's handlers, checkpoint included
+
+        evaluator.add_event_handler(Events.COMPLETED, after_validation)
     if config.training.early_stopping_patience > 0:
         early_stopping = EarlyStopping(patience=config.training.early_stopping_patience,
                                        score_function=stopping_fn_from_metric(KEY_METRIC), trainer=trainer)

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 import pipeline.engine.components as components
-from pipeline.benchmark.tuning import _pruner_callback, storage_description, trial_overrides, tune
+from pipeline.benchmark.tuning import _Pruning, storage_description, trial_overrides, tune
 
 
 @pytest.mark.slow
@@ -34,7 +34,7 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     assert len(again.trials) == 3 and optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna_vp_tuned.db'}")
 
 
-def test_pruning_callback_reports_and_raises_when_the_pruner_says_so():
+def test_pruning_reports_each_epoch_and_says_stop_when_the_pruner_prunes():
     class FakeTrial:
         reports = []
 
@@ -45,10 +45,9 @@ def test_pruning_callback_reports_and_raises_when_the_pruner_says_so():
             return len(self.reports) >= 2
 
     trial = FakeTrial()
-    callback = _pruner_callback(trial)
-    callback(1, {"val_auc": 0.7})
-    with pytest.raises(optuna.TrialPruned):
-        callback(2, {"val_auc": 0.71})
+    pruning = _Pruning(trial)
+    assert pruning(1, {"val_auc": 0.7}) is False and pruning.pruned_at is None
+    assert pruning(2, {"val_auc": 0.71}) is True and pruning.pruned_at == 2
     assert trial.reports == [(1, 0.7), (2, 0.71)]
 
 

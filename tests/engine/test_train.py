@@ -28,6 +28,19 @@ def test_early_stopping_ends_training_when_validation_auc_stops_improving(demo_d
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 3
 
 
+def test_on_validation_returning_true_stops_training_after_that_epoch(demo_data, tmp_path):
+    seen = []
+
+    def stop_at_two(epoch: int, metrics: dict) -> bool:
+        seen.append((epoch, "val_auc" in metrics))
+        return epoch == 2
+
+    result = train(tiny_config(demo_data, tmp_path), tmp_path / "run", on_validation=stop_at_two)
+    assert result.epochs_run == 2 and seen == [(1, True), (2, True)]
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 2
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint_epoch=2.pt").is_file()  # the stopped epoch is saved
+
+
 def test_multistep_schedule_lowers_the_learning_rate_at_the_milestones(demo_data, tmp_path):
     config = tiny_config(demo_data, tmp_path, optimizer={"lr": 0.01},
                          training={"max_epochs": 4, "progress_bar": False,
