@@ -104,7 +104,8 @@ def paired_difference(arm: list[dict], reference: list[dict], section: str, metr
         return None
     differences = [a - b for a, b in pairs]
     summary = summarize(differences)
-    summary["p"] = float(stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
+    p_value = float(stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
+    summary["p"] = None if np.isnan(p_value) else p_value  # identical differences on every seed: no test
     return summary
 
 
@@ -190,7 +191,8 @@ def render_report(results_dir: Path, figure_path: Path | None = None, figure_lin
         for metric in ("accuracy", "auc"):
             d = paired_difference(by_arm[arm], by_arm.get(reference, []), "test", metric)
             cells += ["n/a", "n/a"] if d is None else [f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
-                                                       f"{d['p']:.3f}"]
+                                                       "– (same on every seed)" if d["p"] is None
+                                                       else f"{d['p']:.3f}"]
         lines.append(f"| {arm} | {reference} | " + " | ".join(cells) + " |")
     if figure_path is not None:
         _plot_curves(spec, by_arm, figure_path)

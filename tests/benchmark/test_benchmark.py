@@ -92,6 +92,8 @@ def test_summary_and_paired_statistics():
     ce = [{"seed": s, "test": {"accuracy": v}} for s, v in enumerate([0.80, 0.82, 0.84])]
     difference = paired_difference(arm, ce, "test", "accuracy")
     assert difference["mean"] == pytest.approx(0.05 / 3) and 0 < difference["p"] < 1
+    same = paired_difference(ce, ce, "test", "accuracy")  # no spread in the differences: no test, not nan
+    assert same["mean"] == 0 and same["p"] is None
 
 
 def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, repo_root, monkeypatch):
