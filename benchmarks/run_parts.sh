@@ -5,7 +5,7 @@
 # RESULTS/parts.jsonl.  usage: benchmarks/run_parts.sh SPEC PROCESSES MINUTES
 set -euo pipefail
 spec=$1; processes=$2; minutes=$3
-results=$(python -c "import sys; from pathlib import Path; from pipeline.benchmark import load_spec; print(load_spec(Path(sys.argv[1])).results)" "$spec")
+results=$(python -c "import sys; from pathlib import Path; from pipeline.experiments import load_spec; print(load_spec(Path(sys.argv[1])).results)" "$spec")
 count() { find "$results" -name 'seed_*.json' 2>/dev/null | wc -l; }
 mkdir -p "$results"; before=$(count); started=$(date +%s)
 for k in $(seq 1 "$processes"); do

@@ -227,7 +227,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from pipeline.benchmark import load_spec, run_benchmark
+    from pipeline.experiments import load_spec, run_benchmark
 
     spec = load_spec(args.spec)
     try:
@@ -242,13 +242,13 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from pipeline.benchmark.tuning import tune
+    from pipeline.experiments.tuning import tune
 
     config, overrides = args.config, list(args.overrides)
     if (config is None) == (args.spec is None):
         raise ConfigError("medvp tune: give either CONFIG or --spec SPEC")
     if args.spec is not None:
-        from pipeline.benchmark import load_spec
+        from pipeline.experiments import load_spec
 
         spec = load_spec(args.spec)
         config, overrides = spec.base_config, [*spec.overrides, *overrides]
@@ -259,7 +259,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.benchmark.report import PREAMBLE, write_report
+    from pipeline.experiments.report import PREAMBLE, write_report
 
     print(f"written: {write_report(args.results, args.out, PREAMBLE)}")
     return 0

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as `python benchmarks/perf/SCRIPT.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-from pipeline.benchmark.throughput import environment  # noqa: E402
+from throughput import environment  # noqa: E402
 from pipeline.engine.history import json_safe  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "perf"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import REPO, pick_device, write_record
 
-from pipeline.benchmark.throughput import engine_overhead
+from throughput import engine_overhead
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from unittest.mock import patch
 import torch
 from _common import pick_device, write_record
 
-from pipeline.benchmark.throughput import PENALTY_CASES, PenaltyCase, penalty_overhead
+from throughput import PENALTY_CASES, PenaltyCase, penalty_overhead
 from pipeline.losses import FeatureTap, variance_penalized, variance_penalty
 from pipeline.networks import NetworkSpec, build_network
 

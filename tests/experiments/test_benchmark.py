@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.benchmark import arm_overrides, load_spec, paired_difference, run_benchmark, summarize, write_report
+from pipeline.experiments import arm_overrides, load_spec, paired_difference, run_benchmark, summarize, write_report
 from pipeline.errors import ConfigError
 
 
@@ -65,7 +65,7 @@ def test_arms_differ_only_in_their_regularizer(tmp_path, repo_root):
 
 
 def test_tuned_arms_train_as_their_tuning_trials_did(tmp_path, repo_root):
-    from pipeline.benchmark.tuning import trial_overrides
+    from pipeline.experiments.tuning import trial_overrides
 
     settings = {"ce_weight_decay": {"weight_decay": 3e-4},
                 "vp_tuned": {"variance_weight": 0.05, "feature_sampling_ratio": 0.4, "lambda_": 1.2,
@@ -97,7 +97,7 @@ def test_summary_and_paired_statistics():
 
 
 def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, repo_root, monkeypatch):
-    import pipeline.benchmark.runner as runner
+    import pipeline.experiments.runner as runner
 
     spec = tiny_spec(tmp_path, repo_root).model_copy(update={"seeds": [0, 1, 2]})
     clock = {"now": 0.0}
@@ -126,7 +126,7 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
 
 
 def test_curve_colours_stay_distinct_beyond_ten_arms():
-    from pipeline.benchmark.report import arm_colours
+    from pipeline.experiments.report import arm_colours
 
     for count in (2, 10, 12, 20):
         assert len(set(arm_colours(count))) == count
@@ -135,7 +135,7 @@ def test_curve_colours_stay_distinct_beyond_ten_arms():
 def test_the_committed_benchmark_document_is_what_medvp_report_makes_of_the_committed_results(repo_root, tmp_path):
     import re
 
-    from pipeline.benchmark.report import PREAMBLE
+    from pipeline.experiments.report import PREAMBLE
 
     committed = (repo_root / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     sections = re.findall(r"^## (\S+)$", committed, flags=re.MULTILINE)

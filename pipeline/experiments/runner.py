@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.benchmark.spec import BenchmarkSpec, arm_overrides
+from pipeline.experiments.spec import BenchmarkSpec, arm_overrides
 from pipeline.config import load_config
 from pipeline.engine import load_run_config, predict_split, train
 from pipeline.engine.history import json_safe

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 import pipeline.engine.components as components
-from pipeline.benchmark.tuning import _Pruning, storage_description, trial_overrides, tune
+from pipeline.experiments.tuning import _Pruning, storage_description, trial_overrides, tune
 
 
 @pytest.mark.slow

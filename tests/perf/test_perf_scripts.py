@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.benchmark.throughput import PenaltyCase, peak_memory, penalty_overhead, subset_medmnist
+from throughput import PenaltyCase, peak_memory, penalty_overhead, subset_medmnist
 from pipeline.losses import variance_penalized
 
 

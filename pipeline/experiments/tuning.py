@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.benchmark.spec import TUNED_ARMS
+from pipeline.experiments.spec import TUNED_ARMS
 from pipeline.config import Config, load_config
 from pipeline.engine import train
 from pipeline.engine.history import write_table
