@@ -197,10 +197,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
+    from pipeline.data.sources import data_path_problem
 
     config = load_config(args.config, args.overrides)
-    if not config.data.path.is_file():
-        raise MedvpError(f"{args.config}: data.path = {str(config.data.path)!r}: file not found")
+    problem = data_path_problem(config.data.source, config.data.path)
+    if problem is not None:
+        raise MedvpError(f"{args.config}: data.path = {str(config.data.path)!r}: {problem}")
     print(f"{args.config}: valid ({config.model.name}, variance_weight={config.loss.variance_weight}, "
           f"{config.training.max_epochs} epochs)")
     return 0
@@ -296,7 +298,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise MedvpError(f"--batch-size = {args.batch_size}: expected a positive number")
     model = load_model(args.model, trust_bundle=args.trust_bundle, checkpoint=args.checkpoint)
-    items = usable_items(model, collect_inputs(args.inputs, numpy_order=model.numpy_order))
+    items = usable_items(model, collect_inputs(args.inputs, model.spatial_dims, model.dicom))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     predictions = predict(model, items, batch_size=args.batch_size, progress=sys.stderr.isatty(), device=device)
     write_predictions(args.out, predictions)

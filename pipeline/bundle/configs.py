@@ -69,18 +69,18 @@ def is_monai_network(network_def_: dict[str, Any]) -> bool:
     return network_def_["_target_"].startswith("monai.")
 
 
-def preprocessing_def(settings: PreprocessingConfig, spatial_dims: int, numpy_order: bool = True) -> dict[str, Any]:
+def preprocessing_def(settings: PreprocessingConfig, spatial_dims: int, medvp_reader: bool = False) -> dict[str, Any]:
     """Read a file, then training's deterministic preprocessing (:func:`pipeline.transforms.preprocessing_steps`,
     the same definitions training instantiates).
 
-    ``numpy_order``: the run trained on arrays stored in numpy (row, column) order (MedMNIST), so 2D images are
-    read with ``PILReader(reverse_indexing=False)`` and 3D ones are NIfTI in that order. Otherwise the run read
-    files through MONAI's readers in their default (column-first) order, and so does the bundle.
+    Every source is in MONAI's axis order (``docs/data.md``), so MONAI's ``LoadImaged`` with its default readers
+    reads PNG/JPEG and NIfTI as training did. ``medvp_reader``: the run read files that need medvp's reader
+    (DICOM: series folders, the Modality LUT, colour, enhanced multi-frame), so the bundle reads with it too
+    (:class:`pipeline.data.readers.ReadImaged`, the reader training used; the bundle then needs medvp).
     """
-    if numpy_order:
-        reader: Any = {"_target_": "PILReader", "reverse_indexing": False} if spatial_dims == 2 else "NibabelReader"
-        load: dict[str, Any] = {"_target_": "LoadImaged", "keys": "image", "reader": reader, "image_only": True,
-                                "ensure_channel_first": True}
+    if medvp_reader:
+        load: dict[str, Any] = {"_target_": "pipeline.data.readers.ReadImaged", "keys": "image",
+                                "spatial_dims": spatial_dims}
     else:
         load = {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True}
     transforms = [load, *preprocessing_steps(settings, spatial_dims), {"_target_": "EnsureTyped", "keys": "image"}]
@@ -97,7 +97,7 @@ def postprocessing_def(task: str) -> dict[str, Any]:
 
 
 def inference_config(spec: NetworkSpec, settings: PreprocessingConfig, task: str, batch_size: int,
-                     numpy_order: bool = True) -> dict[str, Any]:
+                     medvp_reader: bool = False) -> dict[str, Any]:
     """A MONAI bundle inference config: every image file under ``dataset_dir`` to ``output_dir/predictions.csv``.
 
     Each CSV row is the file name and one probability per class (MONAI's ``ClassificationSaver``).
@@ -115,7 +115,7 @@ def inference_config(spec: NetworkSpec, settings: PreprocessingConfig, task: str
                     "recursive=True)) if path.lower().endswith(tuple(@image_suffixes))]",
         "network_def": network_def(spec),
         "network": "$@network_def.to(@device)",
-        "preprocessing": preprocessing_def(settings, spec.spatial_dims, numpy_order),
+        "preprocessing": preprocessing_def(settings, spec.spatial_dims, medvp_reader),
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": batch_size, "shuffle": False,
                        "num_workers": 0},

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -40,7 +41,8 @@ from pipeline.bundle.metadata import (
     schema_path,
 )
 from pipeline.bundle.readme import bundle_license, bundle_readme
-from pipeline.engine.components import network_spec
+from pipeline.data.loading import AXIS_ORDER
+from pipeline.engine.components import dicom_options, network_spec
 from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary
 from pipeline.errors import DataError
 
@@ -104,13 +106,13 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     for folder in ("configs", "models", "docs"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     torch.save(_weights(run_dir, which), out_dir / "models" / "model.pt")
-    numpy_order = config.data.source == "medmnist"
-    inference = inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size, numpy_order)
+    medvp_reader = config.data.source != "medmnist"  # files: read as training read them (DICOM needs medvp's reader)
+    inference = inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size, medvp_reader)
     for name, document in (("inference.yaml", inference), ("train.yaml", train_config(run_config, data_name))):
         (out_dir / "configs" / name).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     (out_dir / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
 
-    uses_medvp = not is_monai_network(network_def(spec))
+    uses_medvp = medvp_reader or not is_monai_network(network_def(spec))
     reports = {split: _read_json(run_dir / f"metrics_{split}.json") for split in ("val", "test")
                if (run_dir / f"metrics_{split}.json").is_file()}
     classes = ", ".join(info.class_names)
@@ -152,7 +154,8 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
                         "num_outputs": spec.num_outputs, "small_input": spec.small_input, "dropout": spec.dropout,
                         "options": spec.options},
             "preprocessing": config.preprocessing.model_dump(mode="json"),
-            "numpy_order": numpy_order,
+            "axis_order": AXIS_ORDER,
+            "dicom": dataclasses.asdict(dicom_options(config)),
             "task": info.task,
             "class_names": info.class_names,
             "input_shape": input_shape,

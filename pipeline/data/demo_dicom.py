@@ -74,7 +74,7 @@ def write_demo_dicom(npz_path: Path, out_dir: Path, class_names: tuple[str, str]
                 patient += 1
                 study_uid = generate_uid()
             path = folder / f"img{index:05d}.dcm"
-            _dataset(train.images[index, 0], patient, study_uid, position % images_per_patient + 1, path).save_as(
+            _dataset(train.images[index, 0].T, patient, study_uid, position % images_per_patient + 1, path).save_as(
                 path, enforce_file_format=True)
         counts[name] = len(chosen)
     return counts

@@ -10,16 +10,24 @@ from pipeline.data.items import SPLITS, SplitItems
 from pipeline.data.npz_guard import NPZ_READ_ERRORS, check_npz_headers
 from pipeline.errors import DataError
 
-__all__ = ["read_medmnist"]
+__all__ = ["read_medmnist", "medmnist_item_name"]
 
 
 def _channels_first(images: np.ndarray, spatial_dims: int, path: Path) -> np.ndarray:
-    """(N, *spatial) or (N, *spatial, C) -> (N, C, *spatial)."""
+    """Stored ``(N, *spatial[, C])`` in numpy order (2D: row, column; 3D: slice, row, column) to MONAI's
+    ``(N, C, x, y[, z])`` (x the column index), the axis order of every other source."""
     if images.ndim == spatial_dims + 1:
-        return images[:, None]
-    if images.ndim == spatial_dims + 2:
-        return np.moveaxis(images, -1, 1)
-    raise DataError(f"{path}: images of shape {images.shape} do not fit spatial_dims={spatial_dims}")
+        images = images[:, None]
+    elif images.ndim == spatial_dims + 2:
+        images = np.moveaxis(images, -1, 1)
+    else:
+        raise DataError(f"{path}: images of shape {images.shape} do not fit spatial_dims={spatial_dims}")
+    return np.ascontiguousarray(np.transpose(images, (0, 1, *range(images.ndim - 1, 1, -1))))
+
+
+def medmnist_item_name(path: Path, split: str, index: int) -> str:
+    """How an item of a MedMNIST file is named in predictions and split tables: ``file.npz:split:index``."""
+    return f"{Path(path).name}:{split}:{index}"
 
 
 def _guess_spatial_dims(images: np.ndarray, path: Path) -> int:
@@ -38,7 +46,7 @@ def read_medmnist(path: Path, spatial_dims: int | str = "auto") -> dict[str, Spl
     """Read the three official splits of a MedMNIST file.
 
     Returns:
-        split name -> images ``(N, C, *spatial)`` (uint8, as stored) and labels ``(N, L)``.
+        split name -> images ``(N, C, x, y[, z])`` in MONAI's axis order (values as stored) and labels ``(N, L)``.
 
     Raises:
         DataError: when the file is missing, not an ``.npz``, or lacks a split's arrays.

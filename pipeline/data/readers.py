@@ -1,6 +1,6 @@
 """Read one item (a file or a DICOM series directory) into a channel-first MetaTensor, through MONAI's readers.
 
-DICOM goes through :mod:`pipeline.data.dicom` (MONAI ``PydicomReader`` plus geometry checks), NIfTI through
+DICOM goes through :mod:`pipeline.data.dicom` (pydicom with its LUTs, plus geometry checks), NIfTI through
 ``NibabelReader``, PNG/JPEG through ``PILReader``, and ITK formats (``.mha``, ``.mhd``, ``.nrrd``) through
 SimpleITK. Only non-identifying metadata is kept: the affine, the file name and the modality.
 """
@@ -155,7 +155,10 @@ def read_image(path: Path, dicom: DicomOptions = DEFAULT_DICOM) -> ReadResult:
 
 
 class ReadImaged(MapTransform):
-    """MONAI dictionary transform: replace the path under each key with the image :func:`read_image` gives."""
+    """MONAI dictionary transform: replace the path under each key with the image :func:`read_image` gives.
+
+    A value that is not a path (an array of a MedMNIST source) is left as it is.
+    """
 
     def __init__(self, keys="image", dicom: DicomOptions = DEFAULT_DICOM, spatial_dims: int | None = None,
                  allow_missing_keys: bool = False) -> None:
@@ -166,6 +169,8 @@ class ReadImaged(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         result = dict(data)
         for key in self.key_iterator(result):
+            if not isinstance(result[key], str | Path):
+                continue  # an array source's item (MedMNIST), already channel first in MONAI's axis order
             path = Path(result[key])
             image = read_image(path, self.dicom).image
             if self.spatial_dims is not None and image.ndim - 1 != self.spatial_dims:

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from monai.data import load_decathlon_datalist
 
-from pipeline.data.dicom import first_header, hash_identifier, patient_key
+from pipeline.data.dicom import first_header, hash_identifier, patient_key, scan_series
 from pipeline.data.items import SPLITS, DatasetInfo, describe_dataset, encode_labels
-from pipeline.data.medmnist import read_medmnist
+from pipeline.data.medmnist import medmnist_item_name, read_medmnist
 from pipeline.data.splits import grouped_stratified_split
 from pipeline.errors import DataError
 
-__all__ = ["SourceData", "SOURCES", "load_source", "split_table"]
+__all__ = ["SourceData", "SOURCES", "load_source", "split_table", "data_path_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class SourceData:
     split_made_here: bool = False
     info: DatasetInfo | None = None
     notes: list[str] = field(default_factory=list)
+    #: files inside series folders that are not part of the item: ``{"item", "split", "reason"}`` each
+    left_out: list[dict] = field(default_factory=list)
 
 
 def _medmnist(config) -> SourceData:
@@ -49,7 +51,8 @@ def _medmnist(config) -> SourceData:
     splits = {}
     for split in SPLITS:
         labels = encode_labels(arrays[split].labels, info.task)
-        splits[split] = [{"image": image, "label": label, "name": f"{split}/{index}", "patient": None}
+        splits[split] = [{"image": image, "label": label, "name": medmnist_item_name(config.data.path, split, index),
+                          "patient": None}
                          for index, (image, label) in enumerate(zip(arrays[split].images, labels, strict=True))]
     return SourceData(splits=splits, class_names=info.class_names, task=info.task, from_files=False, info=info)
 
@@ -66,6 +69,22 @@ def _patient_of(path: Path) -> str | None:
     return patient_key(header) if header is not None else None
 
 
+def _record(path: Path, root: Path, **fields) -> dict:
+    """An item record: a series folder's files that are left out (not DICOM, not an image) come with reasons."""
+    left_out: list[tuple[str, str]] = []
+    if path.is_dir():
+        try:
+            series, first = scan_series(path)
+            patient = patient_key(first)
+            left_out = [(str(file.relative_to(root)) if file.is_relative_to(root) else str(file), reason)
+                        for file, reason in series.skipped]
+        except DataError:
+            patient = _patient_of(path)  # several series, or unreadable: reported when the item is read
+    else:
+        patient = _patient_of(path)
+    return {"image": str(path), "patient": patient, "left_out": left_out, **fields}
+
+
 def _folder(config) -> list[dict]:
     root = config.data.path
     if not root.is_dir():
@@ -79,8 +98,8 @@ def _folder(config) -> list[dict]:
         split = _SPLIT_ALIASES[split_dir.name.lower()] if split_layout else None
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for item in sorted(filter(_is_item, class_dir.iterdir())):
-                records.append({"image": str(item), "label": class_dir.name, "split": split,
-                                "name": str(item.relative_to(root)), "patient": _patient_of(item)})
+                records.append(_record(item, root, label=class_dir.name, split=split,
+                                       name=str(item.relative_to(root))))
     return records
 
 
@@ -102,10 +121,10 @@ def _csv(config) -> list[dict]:
         split = (row.get("split") or "").strip().lower() or None
         if split is not None and split not in _SPLIT_ALIASES:
             raise DataError(f"{path}: line {line}: split {split!r}; expected train, val or test")
-        patient = hash_identifier(row.get("patient_id") or "") or _patient_of(image)
-        records.append({"image": str(image), "label": row["label"].strip(),
-                        "split": _SPLIT_ALIASES.get(split) if split else None,
-                        "name": row["image"], "patient": patient})
+        record = _record(image, path.parent, label=row["label"].strip(),
+                         split=_SPLIT_ALIASES.get(split) if split else None, name=row["image"])
+        record["patient"] = hash_identifier(row.get("patient_id") or "") or record["patient"]
+        records.append(record)
     return records
 
 
@@ -129,9 +148,9 @@ def _datalist(config) -> list[dict]:
             if "image" not in entry or "label" not in entry:
                 raise DataError(f"{path}: {key}: every entry needs 'image' and 'label', got {sorted(entry)}")
             image = Path(entry["image"])
-            records.append({"image": str(image), "label": str(entry["label"]), "split": _SPLIT_ALIASES[key],
-                            "name": str(image.relative_to(path.parent)) if image.is_relative_to(path.parent)
-                            else str(image), "patient": _patient_of(image)})
+            records.append(_record(image, path.parent, label=str(entry["label"]), split=_SPLIT_ALIASES[key],
+                                   name=str(image.relative_to(path.parent)) if image.is_relative_to(path.parent)
+                                   else str(image)))
     return records
 
 
@@ -166,7 +185,10 @@ def _from_records(records: list[dict], config) -> SourceData:
         for record, split in zip(records, assigned, strict=True):
             record["split"] = split
     splits = {split: [] for split in SPLITS}
+    left_out = []
     for record in records:
+        left_out += [{"item": file, "split": record["split"], "reason": f"left out of the series: {reason}"}
+                     for file, reason in record.pop("left_out")]
         splits[record.pop("split")].append(record)
     empty = [split for split, items in splits.items() if not items]
     if empty:
@@ -178,11 +200,24 @@ def _from_records(records: list[dict], config) -> SourceData:
     for items in splits.values():
         for item in items:
             item["label"] = encode_labels(np.asarray([[item["label"]]]), task)[0]
-    return SourceData(splits=splits, class_names=class_names, task=task, from_files=True, split_made_here=made_here)
+    return SourceData(splits=splits, class_names=class_names, task=task, from_files=True, split_made_here=made_here,
+                      left_out=left_out)
 
 
 #: data.source -> reader of the records (file sources) or of the whole source (arrays)
 SOURCES: dict[str, Callable] = {"folder": _folder, "csv": _csv, "datalist": _datalist}
+
+
+def data_path_problem(source: str, path: Path) -> str | None:
+    """What is wrong with ``data.path`` for ``data.source`` (a folder source needs a folder, the others a file),
+    or None; for ``validate``, before anything is read."""
+    if source == "folder":
+        if not path.exists():
+            return "folder not found (data.source: folder)"
+        return None if path.is_dir() else "a file, but data.source: folder needs a folder ROOT/<class>/<item>"
+    if not path.exists():
+        return "file not found"
+    return None if path.is_file() else f"a folder, but data.source: {source} needs a file"
 
 
 def load_source(config) -> SourceData:

@@ -17,12 +17,12 @@ from pipeline.config import Config
 from pipeline.data import SPLITS, DatasetInfo, DeviceBatchLoader, make_dataset, make_loader
 from pipeline.data.device_cache import check_fits_on_device
 from pipeline.data.dicom import DicomOptions
+from pipeline.data.loading import item_transforms
 from pipeline.data.readers import ReadImaged, read_image
 from pipeline.data.sources import SourceData, load_source, split_table
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import FeatureTap, VariancePenalizedLoss
 from pipeline.networks import NetworkSpec, build_network
-from pipeline.transforms import preprocessing_transforms
 from pipeline.transforms.policy import build_augmentation
 
 __all__ = ["PreparedData", "prepare_data", "deterministic_transforms", "network_spec", "make_network", "make_loss",
@@ -63,13 +63,10 @@ def _drop_bad_items(source: SourceData, reader: ReadImaged) -> list[dict]:
     return skipped
 
 
-def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int) -> Compose:
-    """Reading (file sources) and preprocessing: what training, evaluation and export share."""
-    steps: list = []
-    if source.from_files:
-        steps.append(ReadImaged(keys="image", dicom=dicom_options(config), spatial_dims=spatial_dims))
-    steps.append(preprocessing_transforms(config.preprocessing, spatial_dims))
-    return Compose(steps)
+def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int,
+                             legacy_axes: bool = False) -> Compose:
+    """Reading and preprocessing: the one item path (:func:`pipeline.data.loading.item_transforms`)."""
+    return item_transforms(config.preprocessing, spatial_dims, dicom_options(config), legacy_axes=legacy_axes)
 
 
 def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
@@ -93,7 +90,8 @@ def _distributed_sampler(dataset, split: str, seed: int) -> Sampler:
 
 
 def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Path | None = None,
-                 device: torch.device | None = None, distributed: bool = False) -> PreparedData:
+                 device: torch.device | None = None, distributed: bool = False,
+                 legacy_axes: bool = False) -> PreparedData:
     """Read the source, preprocess (cached as configured), add training augmentation, and wrap splits in loaders.
 
     ``device`` is where the run trains or evaluates. ``data.cache = 'gpu'`` needs it to be CUDA: each split is then
@@ -104,7 +102,8 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
 
     With ``distributed`` (an initialised process group), each loader reads this process's share of its split, with
     ``data.batch_size`` items per process and batch; the training loader seeds its random transforms with
-    ``training.seed + rank``, so processes do not augment their items alike.
+    ``training.seed + rank``, so processes do not augment their items alike. ``legacy_axes``: evaluating a run
+    that trained on numpy-ordered MedMNIST arrays (:func:`pipeline.data.loading.legacy_numpy_axes`).
 
     Raises:
         ConfigError: ``data.cache = 'gpu'`` without a CUDA device, or a split too large for the device's free memory.
@@ -124,11 +123,12 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
         probe = ReadImaged(keys="image", dicom=dicom_options(config),
                            spatial_dims=None if config.data.spatial_dims == "auto" else config.data.spatial_dims)
         skipped = _drop_bad_items(source, probe)
-        if skipped:
-            logger.warning("skipped %d unreadable item(s); reasons in the run directory's skipped_items.csv",
-                           len(skipped))
+    skipped += source.left_out
+    if skipped:
+        logger.warning("skipped %d unreadable item(s) or file(s); reasons in the run directory's skipped_items.csv",
+                       len(skipped))
     info = source.info if source.info is not None else _file_source_info(config, source)
-    base = deterministic_transforms(config, source, info.spatial_dims)
+    base = deterministic_transforms(config, source, info.spatial_dims, legacy_axes)
     augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:

@@ -16,6 +16,7 @@ from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config, parse_config
 from pipeline.data import DatasetInfo
+from pipeline.data.loading import legacy_numpy_axes
 from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint
 from pipeline.engine.components import autocast_dtype, make_network, prepare_data, select_device
 from pipeline.engine.history import json_safe
@@ -76,8 +77,16 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     Returns:
         (probabilities, labels, task, class names); binary probabilities are the positive class's, shape (N,).
     """
+    return _predict_named(config, run_dir, split, which)[:4]
+
+
+def _predict_named(config: Config, run_dir: Path, split: str, which: str) -> tuple[np.ndarray, np.ndarray, str,
+                                                                                   list[str], list[str]]:
+    """:func:`predict_split` and the item names (path relative to the data root, or ``file.npz:split:index``)."""
     device = select_device(config)
-    data = prepare_data(config, splits=(split,), cache_dir=run_dir / "cache", device=device)
+    summary, _ = load_run_summary(run_dir)
+    legacy = legacy_numpy_axes(summary.get("axis_order"), config.data.source == "medmnist")
+    data = prepare_data(config, splits=(split,), cache_dir=run_dir / "cache", device=device, legacy_axes=legacy)
     info = data.info
     loader = data.loaders[split]
     network = make_network(config, info, tuple(loader.dataset[0]["image"].shape))
@@ -99,7 +108,8 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     labels = torch.cat(collected["labels"]).numpy()
     if info.task == "binary":
         probs, labels = probs.reshape(-1), labels.reshape(-1)
-    return probs, labels.astype(np.int64), info.task, info.class_names
+    names = [row["item"] for row in data.split_table if row["split"] == split]
+    return probs, labels.astype(np.int64), info.task, info.class_names, names
 
 
 def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -> dict:
@@ -109,7 +119,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split {split!r}: expected train, val or test")
     which = which or config.evaluation.checkpoint
-    probs, labels, task, class_names = predict_split(config, run_dir, split, which)
+    probs, labels, task, class_names, names = _predict_named(config, run_dir, split, which)
     metrics = metrics_with_intervals(probs, labels, task, len(class_names),
                                      bootstrap_samples=config.evaluation.bootstrap_samples,
                                      confidence=config.evaluation.confidence, seed=config.training.seed)
@@ -117,18 +127,21 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -
               "class_names": class_names, "confidence": config.evaluation.confidence,
               "bootstrap_samples": config.evaluation.bootstrap_samples, "metrics": metrics}
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
-    _write_predictions(run_dir / f"predictions_{split}.csv", probs, labels, task, class_names)
+    _write_predictions(run_dir / f"predictions_{split}.csv", probs, labels, task, class_names, names)
     logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run_dir.name, split, metrics["accuracy"]["value"],
                 metrics["auc"]["value"], len(labels))
     return report
 
 
-def _write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, task: str, class_names: list[str]) -> None:
+def _write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, task: str, class_names: list[str],
+                       names: list[str]) -> None:
+    """One row per item: index, item (path relative to the data root, or ``file.npz:split:index``), labels,
+    probabilities."""
     table = np.stack([1 - probs, probs], axis=1) if task == "binary" else probs
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         label_columns = ["label"] if labels.ndim == 1 else [f"label_{name}" for name in class_names]
-        writer.writerow(["index", *label_columns, *[f"probability_{name}" for name in class_names]])
-        for index, (label, row) in enumerate(zip(labels, table, strict=True)):
+        writer.writerow(["index", "item", *label_columns, *[f"probability_{name}" for name in class_names]])
+        for index, (name, label, row) in enumerate(zip(names, labels, table, strict=True)):
             label_values = [int(label)] if labels.ndim == 1 else [int(v) for v in label]
-            writer.writerow([index, *label_values, *[f"{value:.6f}" for value in row]])
+            writer.writerow([index, name, *label_values, *[f"{value:.8f}" for value in row]])

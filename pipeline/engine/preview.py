@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -9,9 +10,12 @@ import numpy as np
 from monai.transforms import Compose
 
 from pipeline.config import Config
+from pipeline.data.display import display_image, normalised
+from pipeline.data.loading import item_transforms
 from pipeline.data.readers import ReadImaged
 from pipeline.data.sources import load_source
-from pipeline.engine.components import deterministic_transforms, dicom_options
+from pipeline.engine.components import dicom_options
+from pipeline.errors import DataError
 from pipeline.transforms.policy import build_augmentation
 
 matplotlib.use("Agg")
@@ -19,16 +23,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["write_preview"]
 
+logger = logging.getLogger(__name__)
 
-def _show(image: np.ndarray) -> np.ndarray:
-    """A 2D view of a channel-first image: RGB as is, one channel grey; 3D: the central slice of the last axis."""
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 4:
-        array = array[..., array.shape[-1] // 2]
-    if array.shape[0] == 3:
-        low, high = array.min(), array.max()
-        return np.transpose((array - low) / max(high - low, 1e-6), (2, 1, 0))
-    return array[0].T  # MONAI arrays are (x, y): transpose to rows for display
+
+def _readable_items(config: Config, items: list[dict], count: int) -> tuple[list[dict], list]:
+    """The first ``count`` items that read, as read; with ``data.on_bad_item: skip`` unreadable ones are skipped
+    with a logged reason, otherwise the first is an error naming the file."""
+    read = ReadImaged(keys="image", dicom=dicom_options(config))
+    kept, images = [], []
+    for item in items:
+        if len(kept) == count:
+            break
+        try:
+            images.append(read({"image": item["image"]})["image"])
+        except DataError as error:
+            if config.data.on_bad_item != "skip":
+                raise
+            logger.warning("preview: skipped %s", error)
+            continue
+        kept.append(item)
+    if not kept:
+        raise DataError(f"{config.data.path}: no readable training item to preview")
+    return kept, images
 
 
 def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> Path:
@@ -37,14 +53,9 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
     Rows are labelled with their index and class only: item names can hold patient identifiers.
     """
     source = load_source(config)
-    items = source.splits["train"][:count]
-    if source.from_files:
-        read = ReadImaged(keys="image", dicom=dicom_options(config))
-        raw = [read({"image": item["image"]})["image"] for item in items]
-    else:
-        raw = [item["image"] for item in items]
+    items, raw = _readable_items(config, source.splits["train"], count)
     spatial_dims = np.asarray(raw[0]).ndim - 1
-    base = deterministic_transforms(config, source, spatial_dims)
+    base = item_transforms(config.preprocessing, spatial_dims, dicom_options(config), ensure_plain=False)
     processed = [base({"image": item["image"], "label": item["label"]})["image"] for item in items]
     augmentation = [build_augmentation(spec, tuple(processed[0].shape[1:])) for spec in config.augmentation.transforms]
     columns = [("as read", raw), ("preprocessed", processed)]
@@ -57,8 +68,8 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
         label = int(np.asarray(item["label"]).reshape(-1)[0])
         for column, (title, images) in enumerate(columns):
             axis = axes[row, column]
-            view = _show(images[row])
-            axis.imshow(view, cmap=None if view.ndim == 3 else "gray")
+            view = display_image(images[row])
+            axis.imshow(normalised(view) if view.ndim == 3 else view, cmap=None if view.ndim == 3 else "gray")
             axis.set_xticks([])
             axis.set_yticks([])
             low, high = float(np.asarray(images[row]).min()), float(np.asarray(images[row]).max())

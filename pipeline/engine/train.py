@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.config import Config, save_config
+from pipeline.data.loading import AXIS_ORDER
 from pipeline.engine.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
@@ -330,7 +331,7 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         "in_channels": info.in_channels, "spatial_dims": info.spatial_dims, "input_shape": list(sample_shape),
         "taps": tap.layer_names if tap else [], "versions": {"monai": monai.__version__, "torch": torch.__version__},
         "split_made_here": data.split_made_here, "items": data.sizes, "skipped_items": len(data.skipped),
-        "unsafe_augmentation": data.notes,
+        "unsafe_augmentation": data.notes, "axis_order": AXIS_ORDER,
     }
     if context.enabled:
         summary["distributed"] = {"processes": context.world_size, "backend": torch.distributed.get_backend(),

@@ -1,4 +1,14 @@
-"""What ``medvp predict`` reads: image files, folders of them, and MedMNIST ``.npz`` splits, as channel-first arrays."""
+"""What ``medvp predict`` reads: image files, folders of them, DICOM series folders and MedMNIST ``.npz`` splits.
+
+Every file goes through training's reader (:func:`pipeline.data.readers.read_image`: a MetaTensor with its
+affine, in MONAI's axis order), and MedMNIST splits through :func:`pipeline.data.read_medmnist`, so that the
+preprocessing (:func:`pipeline.data.loading.item_transforms`) sees what it saw in training.
+
+A folder is scanned the way a data source defines items: for a 3D model, a folder that directly holds
+single-frame DICOM images is one series (as a series subfolder is one item in training); otherwise every image
+file is an item of its own (extensionless DICOM found by content), and subfolders are scanned in turn. What is
+left out is logged with the reason.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from monai.data import NibabelReader, PILReader, PydicomReader
-from monai.transforms import LoadImage
+from monai.data import MetaTensor
 
 from pipeline.data import SPLITS, read_medmnist
-from pipeline.data.dicom import is_dicom_file
-from pipeline.data.readers import read_image
+from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions, dicom_skip_reason, first_header, is_dicom_file
+from pipeline.data.medmnist import medmnist_item_name
+from pipeline.data.readers import IMAGE_SUFFIXES, read_image
 from pipeline.errors import DataError
 
-__all__ = ["InputItem", "IMAGE_SUFFIXES", "image_reader", "load_image_file", "collect_inputs"]
+__all__ = ["InputItem", "IMAGE_SUFFIXES", "collect_inputs"]
 
 logger = logging.getLogger(__name__)
-
-#: file suffix -> the kind of reader that opens it.
-IMAGE_SUFFIXES: dict[str, str] = {".png": "pil", ".jpg": "pil", ".jpeg": "pil", ".nii": "nifti", ".nii.gz": "nifti",
-                                  ".dcm": "dicom"}
 
 
 @dataclass(frozen=True)
 class InputItem:
-    """One item to classify: a name for the report, its image ``(C, *spatial)`` (as stored, not preprocessed)
-    and the file it came from (None for an array of a ``.npz`` split)."""
+    """One item to classify: a name for the report, its image ``(C, *spatial)`` as read (a MetaTensor with its
+    affine for a file or series; an array for a ``.npz`` split's item, in MONAI's axis order) and the file or
+    folder it came from (None for a ``.npz`` item)."""
 
     name: str
-    image: np.ndarray
+    image: MetaTensor | np.ndarray
     path: Path | None = None
 
 
@@ -40,80 +47,61 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def image_reader(path: Path) -> PILReader | NibabelReader | PydicomReader:
-    """The MONAI reader for ``path`` that keeps numpy (row, column[, slice]) order, as MedMNIST arrays are stored.
-
-    MONAI's ``PILReader`` and ``PydicomReader`` transpose the first two axes by default; training saw
-    numpy ``(H, W)`` arrays, so both are asked not to.
-    """
-    kind = IMAGE_SUFFIXES.get(_suffix(path))
-    if kind == "pil":
-        return PILReader(reverse_indexing=False)
-    if kind == "dicom":
-        return PydicomReader(swap_ij=False)
-    if kind == "nifti":
-        return NibabelReader()
-    raise DataError(f"{path}: unsupported image file; expected one of {', '.join(sorted(IMAGE_SUFFIXES))} "
-                    "or a MedMNIST .npz[:split]")
-
-
-def load_image_file(path: Path, loaders: dict[str, LoadImage] | None = None) -> np.ndarray:
-    """Read one image file with MONAI's ``LoadImage`` and return it channel-first, ``(C, *spatial)``.
-
-    Only the pixel data is kept: no header field (and so no patient identifier) leaves this function.
-    ``loaders`` (suffix kind -> LoadImage) reuses the loaders across files; each new one sets up every reader.
-
-    Raises:
-        DataError: when the suffix is unsupported or the file cannot be read.
-
-    Example:
-        >>> load_image_file(Path("chest.png")).shape  # doctest: +SKIP
-        (1, 28, 28)
-    """
-    kind = IMAGE_SUFFIXES.get(_suffix(path), "")
-    loaders = {} if loaders is None else loaders
-    if kind not in loaders:
-        loaders[kind] = LoadImage(reader=image_reader(path), image_only=True, ensure_channel_first=True)
-    loader = loaders[kind]
-    try:
-        image = loader(str(path))
-    except Exception as error:  # MONAI wraps every reader failure in RuntimeError or the reader's own error
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path}: cannot read the image ({reason})") from None
-    return np.asarray(image.array if hasattr(image, "array") else image)
-
-
 def _npz_items(spec: str) -> list[InputItem]:
     path_text, _, split = spec.partition(":")
     split = split or "test"
     if split not in SPLITS:
         raise DataError(f"{spec}: unknown split {split!r}; expected one of {', '.join(SPLITS)} after the colon")
-    splits = read_medmnist(Path(path_text))
-    images = splits[split].images
-    return [InputItem(name=f"{Path(path_text).name}:{split}:{index}", image=image) for index, image in
-            enumerate(images)]
+    images = read_medmnist(Path(path_text))[split].images
+    return [InputItem(name=medmnist_item_name(Path(path_text), split, index), image=image)
+            for index, image in enumerate(images)]
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if _suffix(path) in IMAGE_SUFFIXES:
-            files.append(path)
+def _single_frame_dicom_images(folder: Path) -> list[Path]:
+    """The single-frame DICOM image files directly in ``folder`` (the slices of a series)."""
+    slices = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if _suffix(path) in IMAGE_SUFFIXES and _suffix(path) != ".dcm" or not is_dicom_file(path):
+            continue
+        try:
+            header = first_header(path)
+        except DataError:
+            continue  # reported when it is read as an item of its own
+        if header is not None and dicom_skip_reason(header) is None and int(header.get("NumberOfFrames", 1) or 1) == 1:
+            slices.append(path)
+    return slices
+
+
+def _folder_candidates(folder: Path, spatial_dims: int | None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Items in ``folder`` (files, or the folder itself as a DICOM series) and what is left out with the reason."""
+    items: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    series = _single_frame_dicom_images(folder) if spatial_dims == 3 else []
+    if len(series) > 1:
+        items.append(folder)
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if path.is_dir():
+            sub_items, sub_skipped = _folder_candidates(path, spatial_dims)
+            items, skipped = items + sub_items, skipped + sub_skipped
+        elif path in series and len(series) > 1:
+            continue
+        elif _suffix(path) in IMAGE_SUFFIXES or is_dicom_file(path):
+            items.append(path)
         else:
-            logger.warning("skipped %s: not an image file medvp reads (%s)", path, ", ".join(sorted(IMAGE_SUFFIXES)))
-    return files
+            skipped.append((path, f"not an image file medvp reads ({', '.join(IMAGE_SUFFIXES)} or DICOM)"))
+    return items, skipped
 
 
-def _is_dicom_series(folder: Path) -> bool:
-    return any(is_dicom_file(path) for path in folder.iterdir() if path.is_file())
+def collect_inputs(inputs: Sequence[str], spatial_dims: int | None = None,
+                   dicom: DicomOptions = DEFAULT_DICOM) -> list[InputItem]:
+    """Read every input: image files, DICOM series folders, folders of items (searched recursively) and
+    ``file.npz[:split]`` (default split: test).
 
+    Args:
+        inputs: paths as given on the command line.
+        spatial_dims: the model's (2 or 3): decides whether a folder of DICOM slices is one series (3D).
+        dicom: the run's DICOM geometry options.
 
-def collect_inputs(inputs: Sequence[str], numpy_order: bool = True) -> list[InputItem]:
-    """Read every input: image files, folders (searched recursively) and ``file.npz[:split]`` (default: test).
-
-    ``numpy_order``: read as the model's training data was stored. True for models trained on MedMNIST arrays
-    (numpy row-column order); False for models trained from files, which are then read exactly as training
-    read them (:func:`pipeline.data.readers.read_image`: DICOM series folders as one volume, HU, MONOCHROME1).
     A named file that cannot be read is an error; an unreadable file found in a folder is skipped with a
     logged reason.
 
@@ -121,28 +109,26 @@ def collect_inputs(inputs: Sequence[str], numpy_order: bool = True) -> list[Inpu
         DataError: for a missing path, an unsupported or unreadable named file, or when nothing is left to predict.
     """
     items: list[InputItem] = []
-    loaders: dict[str, LoadImage] = {}
-
-    def read(file: Path) -> np.ndarray:
-        if numpy_order:
-            return load_image_file(file, loaders)
-        return np.asarray(read_image(file).image)
-
     for spec in inputs:
         path = Path(spec)
         npz_path = Path(spec.partition(":")[0]) if ".npz" in spec.lower() else None
         if npz_path is not None and npz_path.suffix.lower() == ".npz" and not path.is_dir():
             items += _npz_items(spec)
-        elif path.is_dir() and not numpy_order and _is_dicom_series(path):
-            items.append(InputItem(name=str(path), image=read(path), path=path))
         elif path.is_dir():
-            for file in _folder_files(path):
+            candidates, skipped = _folder_candidates(path, spatial_dims)
+            for candidate in candidates:
                 try:
-                    items.append(InputItem(name=str(file), image=read(file), path=file))
+                    items.append(InputItem(name=str(candidate), image=read_image(candidate, dicom).image,
+                                           path=candidate))
                 except DataError as error:
-                    logger.warning("skipped %s", error)
+                    skipped.append((candidate, str(error).split(": ", 1)[-1]))
+            for file, reason in skipped:
+                logger.warning("skipped %s: %s", file, reason)
+            if skipped:
+                logger.warning("%s: %d file(s) skipped (reasons above), %d item(s) read", path, len(skipped),
+                               len(candidates) - len([s for s in skipped if s[0] in candidates]))
         elif path.is_file():
-            items.append(InputItem(name=str(path), image=read(path), path=path))
+            items.append(InputItem(name=str(path), image=read_image(path, dicom).image, path=path))
         else:
             raise DataError(f"{spec}: no such file or folder")
     if not items:

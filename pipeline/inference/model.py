@@ -12,11 +12,12 @@ from torch import nn
 
 from pipeline.bundle.metadata import MARK_KEY, is_medvp_bundle, read_metadata
 from pipeline.config import PreprocessingConfig
-from pipeline.engine.components import make_network
+from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions
+from pipeline.data.loading import item_transforms, legacy_numpy_axes
+from pipeline.engine.components import dicom_options, make_network
 from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary, load_weights
 from pipeline.errors import DataError
 from pipeline.networks import NetworkSpec, build_network
-from pipeline.transforms import preprocessing_transforms
 
 __all__ = ["LoadedModel", "load_model"]
 
@@ -28,8 +29,10 @@ class LoadedModel:
     """A network with its weights, the preprocessing it was trained with, and what its outputs mean.
 
     ``input_shape`` is the preprocessed training input ``(C, *spatial)``; ``preprocessing`` takes
-    ``{"image": ...}`` dictionaries: channel-first arrays for medvp models (``reads_files`` False),
-    file paths for a foreign bundle's own preprocessing (``reads_files`` True).
+    ``{"image": ...}`` dictionaries: for medvp models (``reads_files`` False) the images
+    :func:`~pipeline.inference.collect_inputs` read, through training's item path
+    (:func:`pipeline.data.loading.item_transforms`); file paths for a foreign bundle's own preprocessing
+    (``reads_files`` True). ``dicom``: the run's DICOM options, for reading inputs as training read them.
     """
 
     network: nn.Module
@@ -40,7 +43,11 @@ class LoadedModel:
     resizes: bool
     reads_files: bool
     source: str
-    numpy_order: bool = True
+    dicom: DicomOptions = DEFAULT_DICOM
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.input_shape) - 1
 
 
 def _from_run(run_dir: Path, which: str | None) -> LoadedModel:
@@ -49,10 +56,13 @@ def _from_run(run_dir: Path, which: str | None) -> LoadedModel:
     input_shape = tuple(summary["input_shape"])
     network = make_network(config, info, input_shape)
     load_weights(network, checkpoint_path(run_dir, which or config.evaluation.checkpoint))
+    legacy = legacy_numpy_axes(summary.get("axis_order"), config.data.source == "medmnist")
+    dicom = dicom_options(config)
     return LoadedModel(network=network, task=info.task, class_names=info.class_names,
-                       preprocessing=preprocessing_transforms(config.preprocessing, info.spatial_dims),
+                       preprocessing=item_transforms(config.preprocessing, info.spatial_dims, dicom, legacy,
+                                                     ensure_plain=False),
                        input_shape=input_shape, resizes=config.preprocessing.spatial_size is not None,
-                       reads_files=False, source=str(run_dir), numpy_order=config.data.source == "medmnist")
+                       reads_files=False, source=str(run_dir), dicom=dicom)
 
 
 def _from_medvp_bundle(bundle_dir: Path, mark: dict) -> LoadedModel:
@@ -61,10 +71,14 @@ def _from_medvp_bundle(bundle_dir: Path, mark: dict) -> LoadedModel:
     network = build_network(spec)
     load_weights(network, bundle_dir / "models" / "model.pt")
     network.eval()
+    # bundles written before the axis order was recorded say numpy_order (true: trained on MedMNIST arrays)
+    legacy = mark.get("axis_order") is None and bool(mark.get("numpy_order", True))
+    dicom = DicomOptions(**mark["dicom"]) if isinstance(mark.get("dicom"), dict) else DEFAULT_DICOM
     return LoadedModel(network=network, task=mark["task"], class_names=list(mark["class_names"]),
-                       preprocessing=preprocessing_transforms(preprocessing, spec.spatial_dims),
+                       preprocessing=item_transforms(preprocessing, spec.spatial_dims, dicom, legacy,
+                                                     ensure_plain=False),
                        input_shape=tuple(mark["input_shape"]), resizes=preprocessing.spatial_size is not None,
-                       reads_files=False, source=str(bundle_dir), numpy_order=bool(mark.get("numpy_order", True)))
+                       reads_files=False, source=str(bundle_dir), dicom=dicom)
 
 
 def _inference_config_file(bundle_dir: Path) -> Path:

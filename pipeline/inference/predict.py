@@ -14,6 +14,7 @@ from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
+from monai.transforms import Compose, EnsureTyped
 from monai.utils import CommonKeys as Keys
 
 from pipeline.engine.outputs import probabilities
@@ -71,16 +72,21 @@ def usable_items(model: LoadedModel, items: Sequence[InputItem]) -> list[InputIt
     return kept
 
 
-def prediction_dataset(model: LoadedModel, items: Sequence[InputItem]) -> Dataset:
+def prediction_dataset(model: LoadedModel, items: Sequence[InputItem], keep_meta: bool = False) -> Dataset:
     """A MONAI dataset of the items, preprocessed as in training.
 
-    medvp's preprocessing is the training transform, which also types a ``label``; a placeholder 0 fills it.
+    medvp's preprocessing is training's item path, which also types a ``label``; a placeholder 0 fills it.
+    ``keep_meta``: images stay MetaTensors with their affine after preprocessing (for display); otherwise plain
+    tensors, as in training.
     """
     if model.reads_files:
         data = [{"image": str(item.path)} for item in items]
     else:
-        data = [{"image": item.image, "label": np.float32(0)} for item in items]
-    return Dataset(data, transform=model.preprocessing)
+        data = [{"image": item.image.clone() if hasattr(item.image, "clone") else item.image,
+                 "label": np.float32(0)} for item in items]
+    transform = model.preprocessing if keep_meta or model.reads_files else Compose(
+        [model.preprocessing, EnsureTyped(keys=("image", "label"), track_meta=False, allow_missing_keys=True)])
+    return Dataset(data, transform=transform)
 
 
 def predict(model: LoadedModel, items: Sequence[InputItem], batch_size: int = 64, progress: bool = False,

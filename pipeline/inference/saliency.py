@@ -12,16 +12,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from monai.data import DataLoader  # noqa: E402
+from monai.data import DataLoader, MetaTensor  # noqa: E402
 from monai.visualize import GradCAM  # noqa: E402
 from torch import nn  # noqa: E402
 
+from pipeline.data.display import display_planes, normalised  # noqa: E402
 from pipeline.inference.inputs import IMAGE_SUFFIXES  # noqa: E402
 from pipeline.inference.model import LoadedModel  # noqa: E402
 from pipeline.inference.predict import Predictions, prediction_dataset  # noqa: E402
 from pipeline.losses.feature_tap import resolve_tap_points  # noqa: E402
 
-__all__ = ["saliency_layer", "grad_cam", "central_slices", "save_saliency_png", "write_saliency"]
+__all__ = ["saliency_layer", "grad_cam", "save_saliency_png", "write_saliency"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,43 +82,30 @@ def grad_cam(model: LoadedModel, images: torch.Tensor, class_indices: torch.Tens
     return maps.numpy()
 
 
-def central_slices(volume: np.ndarray) -> list[np.ndarray]:
-    """The three central orthogonal slices of a ``(D, H, W)`` volume (along each axis in turn)."""
-    return [np.take(volume, volume.shape[axis] // 2, axis=axis) for axis in range(3)]
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    """A channel-first image as matplotlib shows it: grey ``(H, W)`` or RGB ``(H, W, 3)`` in [0, 1]."""
-    shown = np.moveaxis(image[:3], 0, -1) if image.shape[0] == 3 else image[0]
-    low, high = float(shown.min()), float(shown.max())
-    return (shown - low) / (high - low) if high > low else np.zeros_like(shown)
-
-
-def save_saliency_png(path: Path, image: np.ndarray, heat: np.ndarray, title: str) -> None:
-    """Write the image and the heat map over it: 2D side by side; 3D as three central orthogonal slices.
+def save_saliency_png(path: Path, image: np.ndarray, heat: np.ndarray, title: str,
+                      affine: np.ndarray | None = None) -> None:
+    """Write the image and the heat map over it: 2D side by side; 3D as the axial, coronal and sagittal central
+    planes, both drawn by the one display rule (:func:`pipeline.data.display.display_planes`).
 
     Args:
         image: the network's input ``(C, *spatial)``.
-        heat: the saliency map ``(*spatial)`` in [0, 1].
+        heat: the saliency map ``(*spatial)`` in [0, 1], on the image's voxel grid.
+        affine: the input's voxel-to-RAS affine (3D images are then shown in the radiological convention).
     """
-    shown = _display(image)
-    if heat.ndim == 2:
-        pairs, names = [(shown, heat)], [""]
-    else:
-        pairs = list(zip(central_slices(shown if shown.ndim == 3 else shown[..., 0]), central_slices(heat),
-                         strict=True))
-        names = [" (axis 0)", " (axis 1)", " (axis 2)"]
-    figure, axes = plt.subplots(2 if heat.ndim == 3 else 1, len(pairs) * (1 if heat.ndim == 3 else 2),
-                                figsize=(3.2 * max(len(pairs), 2), 3.6 * (2 if heat.ndim == 3 else 1)),
-                                squeeze=False)
-    for index, ((picture, map_), name) in enumerate(zip(pairs, names, strict=True)):
-        image_axis, overlay_axis = (axes[0, index], axes[1, index]) if heat.ndim == 3 else (axes[0, 0], axes[0, 1])
+    pictures, maps = display_planes(image, affine), display_planes(heat, affine)
+    three_d = len(pictures) > 1
+    figure, axes = plt.subplots(2 if three_d else 1, len(pictures) * (1 if three_d else 2),
+                                figsize=(3.2 * max(len(pictures), 2), 3.6 * (2 if three_d else 1)), squeeze=False)
+    for index, name in enumerate(pictures):
+        picture, map_ = normalised(pictures[name]), maps[name]
+        suffix = f" ({name})" if three_d else ""
+        image_axis, overlay_axis = (axes[0, index], axes[1, index]) if three_d else (axes[0, 0], axes[0, 1])
         cmap = "gray" if picture.ndim == 2 else None
         image_axis.imshow(picture, cmap=cmap, interpolation="nearest")
-        image_axis.set_title(f"image{name}", fontsize=9)
+        image_axis.set_title(f"image{suffix}", fontsize=9)
         overlay_axis.imshow(picture, cmap=cmap, interpolation="nearest")
         overlay = overlay_axis.imshow(map_, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="bilinear")
-        overlay_axis.set_title(f"Grad-CAM{name}", fontsize=9)
+        overlay_axis.set_title(f"Grad-CAM{suffix}", fontsize=9)
     for axis in axes.flat:
         axis.set_axis_off()
     figure.colorbar(overlay, ax=axes.ravel().tolist(), fraction=0.046, pad=0.02)
@@ -140,21 +128,24 @@ def write_saliency(model: LoadedModel, predictions: Predictions, out_dir: Path, 
     """One PNG per predicted item in ``out_dir``: the image, the Grad-CAM overlay, the class and its probability."""
     out_dir.mkdir(parents=True, exist_ok=True)
     layer = saliency_layer(model.network)
-    loader = DataLoader(prediction_dataset(model, predictions.items), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(prediction_dataset(model, predictions.items, keep_meta=True), batch_size=batch_size,
+                        shuffle=False)
     predicted = predictions.predicted()
     top = predictions.probabilities.argmax(axis=1)
     written, start = [], 0
     for batch in loader:
-        images = torch.as_tensor(batch["image"]).float()
+        affines = batch["image"].affine if isinstance(batch["image"], MetaTensor) else None
+        images = torch.as_tensor(batch["image"].as_tensor() if affines is not None else batch["image"]).float()
         classes = torch.as_tensor(top[start:start + len(images)])
         maps = grad_cam(model, images, classes)
         for offset, (image, heat) in enumerate(zip(images.numpy(), maps, strict=True)):
+            affine = None if affines is None else np.asarray(affines[offset] if affines.ndim == 3 else affines)
             index = start + offset
             item = predictions.items[index]
             probability = predictions.probabilities[index, top[index]]
             title = f"{item.name}\npredicted: {predicted[index]} (p = {probability:.3f}); Grad-CAM on '{layer}'"
             path = out_dir / _file_name(index, item.name)
-            save_saliency_png(path, image, heat, title)
+            save_saliency_png(path, image, heat, title, affine)
             written.append(path)
         start += len(images)
     logger.info("wrote %d saliency maps to %s", len(written), out_dir)

@@ -35,7 +35,7 @@ def test_rgb_2d_images_become_three_channels(tmp_path):
     labels = np.array([[0], [1], [2], [3], [1], [2]], dtype=np.uint8)
     splits = read_medmnist(save_npz(tmp_path / "dermamnist.npz", images, labels))
     assert splits["train"].images.shape == (6, 3, 28, 28)
-    assert np.array_equal(splits["train"].images[2, 1], images[2, :, :, 1])
+    assert np.array_equal(splits["train"].images[2, 1], images[2, :, :, 1].T)  # MONAI order: (x, y)
     info = describe_dataset(splits, "auto", None, "x")
     assert (info.task, info.num_classes, info.num_outputs) == ("multiclass", 4, 4)
 
@@ -69,3 +69,22 @@ def test_declared_task_and_class_names_are_checked(demo_data):
     with pytest.raises(DataError, match="data.task='multilabel'"):
         describe_dataset(splits, "multilabel", None, "demo")
     assert describe_dataset(splits, "multiclass", None, "demo").num_outputs == 2
+
+
+def test_arrays_are_in_the_axis_order_of_the_same_image_read_from_a_file(tmp_path):
+    """One axis convention: a MedMNIST array equals the PNG (2D) / NIfTI-like stack (3D) of it read from a file."""
+    from PIL import Image
+
+    from pipeline.data.readers import read_image
+
+    grey = np.random.default_rng(1).integers(0, 255, (6, 28, 20), dtype=np.uint8)
+    labels = np.array([[0], [1], [0], [1], [0], [1]], dtype=np.uint8)
+    splits = read_medmnist(save_npz(tmp_path / "asym.npz", grey, labels))
+    Image.fromarray(grey[0]).save(tmp_path / "first.png")
+    from_file = np.asarray(read_image(tmp_path / "first.png").image)
+    assert splits["train"].images.shape == (6, 1, 20, 28)
+    assert np.array_equal(splits["train"].images[0], from_file)
+    volumes = np.random.default_rng(2).integers(0, 255, (4, 5, 6, 7), dtype=np.uint8)  # (N, slice, row, column)
+    splits = read_medmnist(save_npz(tmp_path / "v3d.npz", volumes, labels[:4]), 3)
+    assert splits["train"].images.shape == (4, 1, 7, 6, 5)
+    assert np.array_equal(splits["train"].images[1, 0, :, :, 2], volumes[1, 2].T)  # slice 2 as (x, y)

@@ -3,7 +3,6 @@
 import csv
 import logging
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -13,8 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from pipeline.cli import main as medvp
 from pipeline.errors import DataError
-from pipeline.inference import collect_inputs, grad_cam, load_image_file, load_model, predict, usable_items
-from pipeline.inference.saliency import central_slices, save_saliency_png
+from pipeline.inference import collect_inputs, grad_cam, load_model, predict, usable_items
 
 pytestmark = pytest.mark.slow
 
@@ -60,18 +58,6 @@ def test_files_give_the_probabilities_of_the_npz_items_they_were_written_from(sm
     assert np.abs(predict(model, transposed).probabilities - from_npz).max() > 1e-4
 
 
-def test_image_readers_keep_numpy_order(tmp_path):
-    grey = np.arange(28 * 20, dtype=np.uint8).reshape(28, 20)
-    Image.fromarray(grey).save(tmp_path / "grey.png")
-    assert np.array_equal(load_image_file(tmp_path / "grey.png"), grey[None])
-    rgb = np.random.default_rng(0).integers(0, 255, (28, 20, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    assert np.array_equal(load_image_file(tmp_path / "rgb.png"), np.moveaxis(rgb, -1, 0))
-    volume = np.random.default_rng(1).integers(0, 255, (28, 27, 26), dtype=np.uint8)
-    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
-    assert np.array_equal(load_image_file(tmp_path / "v.nii.gz"), volume[None])
-
-
 def test_predict_with_saliency_writes_the_table_and_one_png_per_item(small_run, png_folder, tmp_path, demo_data):
     out, maps = tmp_path / "predictions.csv", tmp_path / "maps"
     dicom = tmp_path / "dicom" / "x.dcm"
@@ -107,16 +93,6 @@ def test_grad_cam_maps_of_the_trained_model_are_input_sized_and_scaled(small_run
     assert peaks.max() == pytest.approx(1)
 
 
-def test_central_slices_and_a_3d_saliency_png(tmp_path):
-    volume = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
-    slices = central_slices(volume)
-    assert [s.shape for s in slices] == [(6, 8), (4, 8), (4, 6)]
-    assert np.array_equal(slices[0], volume[2]) and np.array_equal(slices[2], volume[:, :, 4])
-    save_saliency_png(tmp_path / "v.png", volume[None], volume / volume.max(), "3D")
-    with Image.open(tmp_path / "v.png") as picture:
-        assert picture.height > picture.width / 3  # two rows: image and overlay
-
-
 def test_bad_inputs_are_errors_or_skipped_with_a_reason(small_run, png_folder, tmp_path, capsys, caplog):
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -138,7 +114,7 @@ def test_bad_inputs_are_errors_or_skipped_with_a_reason(small_run, png_folder, t
     assert capsys.readouterr().err.strip() == f"medvp: error: {tmp_path / 'missing.png'}: no such file or folder"
     (tmp_path / "notes.txt").write_text("not an image")
     assert medvp(["predict", str(small_run), str(tmp_path / "notes.txt")]) == 2
-    assert "notes.txt: unsupported image file" in capsys.readouterr().err
+    assert "notes.txt: not an image medvp reads" in capsys.readouterr().err
     assert medvp(["predict", str(small_run), "data/pneumoniamnist.npz:holdout"]) == 2
     assert "unknown split 'holdout'" in capsys.readouterr().err
     with pytest.raises(DataError, match="not a medvp run directory nor a MONAI bundle|neither a medvp run"):
