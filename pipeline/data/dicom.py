@@ -39,6 +39,8 @@ _TOLERANCE = 0.01  # relative tolerance on slice spacing
 _TILT_DEGREES = 0.5
 _DICOMDIR = "1.2.840.10008.1.3.10"
 _GREY = ("MONOCHROME1", "MONOCHROME2")
+#: SOP classes with pixel data that are not images: segmentations (binary or fractional label maps)
+_NOT_IMAGES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 
 
@@ -111,9 +113,31 @@ def _parse(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
         raise DataError(f"{path}: cannot read the file ({error.strerror or type(error).__name__})") from None
     force = data[128:132] != b"DICM"
     try:
-        return _parse_bytes(data, force, stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=force)
     except Exception as error:  # pydicom raises many types (struct.error, NotImplementedError, ...) for damage
         raise DataError(f"{path}: not a readable DICOM file ({type(error).__name__})") from None
+    if any("End of file reached" in str(warning.message) for warning in caught):
+        raise DataError(f"{path}: truncated DICOM file (the data ends inside an element)")
+    _infer_transfer_syntax(dataset)
+    return dataset
+
+
+def _infer_transfer_syntax(dataset: pydicom.Dataset) -> None:
+    """A file without File Meta Information (no preamble) still says how it was encoded: record it, so that
+    its pixel data can be decoded (only the uncompressed syntaxes can be read without a meta header)."""
+    meta = dataset.file_meta if hasattr(dataset, "file_meta") else None
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(dataset, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    syntax = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+              pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+    if meta is None:
+        dataset.file_meta = pydicom.dataset.FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = syntax
 
 
 def _header(path: Path) -> pydicom.Dataset:
@@ -145,9 +169,11 @@ def dicom_skip_reason(header: pydicom.Dataset) -> str | None:
     sop_class = header.get("SOPClassUID")
     if media_class == _DICOMDIR or "DirectoryRecordSequence" in header:
         return "a DICOMDIR (a media directory, not an image)"
+    name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
     if not any(key in header for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
-        return f"not an image object ({name}, no pixel data)"
+        return f"no pixel data ({name}): not an image"
+    if str(sop_class or "") in _NOT_IMAGES:
+        return f"a {name} object, not an image (its pixel data are labels)"
     return None
 
 
@@ -282,9 +308,13 @@ def _decoded(path: Path, dataset: pydicom.Dataset) -> np.ndarray:
             return dataset.pixel_array
     except Exception as error:  # pydicom and its decoders raise many types for corrupt or unsupported pixel data
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(error).__name__
+        reason = lines[0].rstrip(":") if lines else type(error).__name__
+        if "all available plugins" in reason:  # the plugins' own reasons follow on further lines
+            reason = "no installed decoder can decode it"
         name = getattr(syntax, "name", None) or "unknown transfer syntax"
-        raise DataError(f"{path}: cannot decode the pixel data ({name}): {reason.rstrip(':')}") from None
+        bits = dataset.get("BitsStored")
+        raise DataError(f"{path}: cannot decode the pixel data ({name}{f', {bits}-bit' if bits else ''}): "
+                        f"{reason}") from None
 
 
 def _group(item: pydicom.Dataset | None, sequence: str) -> pydicom.Dataset | None:
@@ -364,6 +394,7 @@ def _frames(path: Path) -> tuple[list[_Frame], pydicom.Dataset]:
         raise DataError(f"{path}: photometric interpretation {photometric or 'missing'} is not supported "
                         f"(expected one of {', '.join((*_GREY, 'RGB', 'YBR_*', 'PALETTE COLOR'))})")
     colour = photometric not in _GREY
+    _spacing(dataset, str(path))  # a zero PixelSpacing is refused before the pixel data are decoded
     array = _decoded(path, dataset)
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     planes = array if count > 1 else array[None]
@@ -377,14 +408,24 @@ def _frames(path: Path) -> tuple[list[_Frame], pydicom.Dataset]:
         transform = _functional(dataset, index, "PixelValueTransformationSequence") if enhanced else None
         values = _colour(plane, dataset, path) if colour else _grey(plane, dataset, transform)
         pixels = values.transpose(2, 1, 0) if values.ndim == 3 else values.T[None]  # -> (C, x = column, y = row)
-        if not enhanced and index > 0:  # a classic multi-frame object gives the first frame's position only
-            position = None
-        elif not enhanced:
-            position = dataset
-        frames.append(_Frame(pixels=pixels, label=label, position=_vector(position, "ImagePositionPatient", 3),
-                             orientation=_vector(orientation if enhanced else dataset, "ImageOrientationPatient", 6),
+        place = _vector(position if enhanced else dataset, "ImagePositionPatient", 3)
+        if not enhanced and count > 1:  # a classic multi-frame object: frames along the normal by the grid offsets
+            place = _offset_position(dataset, place, index)
+        frames.append(_Frame(pixels=pixels, label=label, position=place,
+                             orientation=_vector(orientation if enhanced else dataset, "ImageOrientationPatient",
+                                                 6),
                              spacing=_spacing(measures, label) or _spacing(dataset, str(path))))
     return frames, dataset
+
+
+def _offset_position(dataset: pydicom.Dataset, first: np.ndarray | None, index: int) -> np.ndarray | None:
+    """A classic multi-frame frame's position: the first frame's plus its GridFrameOffsetVector entry (RT Dose)
+    along the normal; None (frames then keep their stored order) without offsets."""
+    offsets = dataset.get("GridFrameOffsetVector")
+    normal = _normal(_vector(dataset, "ImageOrientationPatient", 6))
+    if first is None or normal is None or offsets is None or index >= len(offsets):
+        return first if index == 0 and offsets is None else None
+    return first + float(offsets[index]) * normal
 
 
 def _normal(orientation: np.ndarray | None) -> np.ndarray | None:
