@@ -80,9 +80,6 @@ REFUSED = {
     "rtstruct.dcm": r"no pixel data \(RT Structure Set Storage\)",
     "test-SR.dcm": r"no pixel data \(Comprehensive SR Storage\)",
     "waveform_ecg.dcm": r"no pixel data \(12-lead ECG Waveform Storage\)",
-    "DICOMDIR": "a DICOMDIR", "DICOMDIR-bigEnd": "a DICOMDIR", "DICOMDIR-implicit": "a DICOMDIR",
-    "DICOMDIR-nooffset": "a DICOMDIR", "DICOMDIR-nopatient": "a DICOMDIR", "DICOMDIR-reordered": "a DICOMDIR",
-    "DICOMDIR-empty.dcm": "a DICOMDIR",
     "row_major.dconn.nii": r"cannot read the NIfTI header",
 }
 
