@@ -44,6 +44,12 @@ class Predictions:
         return [self.class_names[index] for index in self.probabilities.argmax(axis=1)]
 
 
+def _preprocessed_size(model: LoadedModel, item: InputItem) -> tuple[int, ...]:
+    """The spatial size an item has after the model's preprocessing (orientation and spacing change it)."""
+    image = item.image.clone() if hasattr(item.image, "clone") else item.image
+    return tuple(int(size) for size in model.preprocessing({"image": image, "label": np.float32(0)})["image"].shape[1:])
+
+
 def usable_items(model: LoadedModel, items: Sequence[InputItem]) -> list[InputItem]:
     """The items whose shape the model takes; the others are skipped with a logged reason.
 
@@ -62,9 +68,9 @@ def usable_items(model: LoadedModel, items: Sequence[InputItem]) -> list[InputIt
         elif shape[0] != channels or len(shape) - 1 != len(spatial):
             logger.warning("skipped %s: image of shape %s (channel first), the model takes %d channel(s) of %dD "
                            "images", item.name, list(shape), channels, len(spatial))
-        elif not model.resizes and shape[1:] != spatial:
-            logger.warning("skipped %s: image of size %s, the model was trained on %s (without resizing)",
-                           item.name, list(shape[1:]), list(spatial))
+        elif not model.resizes and _preprocessed_size(model, item) != spatial:
+            logger.warning("skipped %s: image of size %s after preprocessing, the model was trained on %s "
+                           "(without resizing)", item.name, list(_preprocessed_size(model, item)), list(spatial))
         else:
             kept.append(item)
     if not kept:
