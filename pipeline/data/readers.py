@@ -21,7 +21,7 @@ from monai.data.image_reader import NibabelReader, PILReader
 from monai.transforms import MapTransform
 
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions, is_dicom_file, read_dicom
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 
 __all__ = ["ReadResult", "read_image", "ReadImaged", "IMAGE_SUFFIXES"]
 
@@ -56,7 +56,7 @@ def _read_with(reader, path: Path) -> tuple[np.ndarray, dict]:
             warnings.simplefilter("ignore")
             return reader.get_data(reader.read(str(path)))
     except Exception as error:  # the readers raise many exception types for corrupt files
-        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        message = first_line(error, 160)
         raise DataError(f"{path}: cannot read the image ({message})") from None
 
 
@@ -68,7 +68,7 @@ def _check_nifti_size(path: Path) -> None:
         shape = tuple(int(size) for size in header.get_data_shape())
         declared = math.prod(shape) * header.get_data_dtype().itemsize + int(header.get("vox_offset", 0))
     except Exception as error:  # nibabel raises many types for damaged headers
-        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        message = first_line(error, 160)
         raise DataError(f"{path}: cannot read the NIfTI header ({message})") from None
     if _suffix(path) == ".nii.gz":
         with open(path, "rb") as handle:  # gzip's trailer holds the uncompressed size modulo 2**32

@@ -11,7 +11,7 @@ from monai.transforms import Compose
 from pipeline.config import Config
 from pipeline.data.readers import ReadImaged
 from pipeline.data.sources import load_source
-from pipeline.engine.components import deterministic_transforms, dicom_options
+from pipeline.engine.data_setup import deterministic_transforms, dicom_options
 from pipeline.transforms.policy import build_augmentation
 
 matplotlib.use("Agg")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.config.loader import format_validation_error
+from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
 __all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec"]
@@ -89,10 +88,7 @@ def load_spec(path: Path) -> BenchmarkSpec:
     if not path.is_file():
         raise ConfigError(f"benchmark spec {path} not found")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec = BenchmarkSpec.model_validate(document)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML ({error})") from None
+        spec = BenchmarkSpec.model_validate(read_yaml(path))
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, str(path), BenchmarkSpec)) from None
     base = path.resolve().parent

@@ -10,7 +10,7 @@ from PIL import Image
 from pipeline.config import parse_config
 from pipeline.data.sources import load_source, split_table
 from pipeline.data.splits import grouped_stratified_split
-from pipeline.engine.components import prepare_data
+from pipeline.engine.data_setup import prepare_data
 from pipeline.errors import DataError
 
 
