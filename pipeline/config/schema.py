@@ -135,7 +135,8 @@ class AugmentationConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "resnet18"
-    small_input: bool = Field(False, description="ResNet stem for 28-px images: 3x3 conv, stride 1, no max-pool")
+    small_input: bool = Field(False, description="stem for 28-px images (3x3 conv, stride 1, no max-pool) where "
+                              "the network supports it (ResNets)")
     dropout: Probability = 0.0
     options: dict = Field(default_factory=dict, description="extra keyword arguments of the network class")
 
@@ -147,9 +148,15 @@ class ModelConfig(_Section):
         return name
 
     @model_validator(mode="after")
-    def _dropout_supported(self) -> ModelConfig:
-        if self.dropout > 0 and self.name not in ("simplecnn", "densenet121"):
-            raise ValueError(f"dropout is supported for simplecnn and densenet121, not {self.name}")
+    def _supported(self) -> ModelConfig:
+        """What the network registry says this network supports."""
+        entry = NETWORKS[self.name]
+        if self.dropout > 0 and not entry.dropout:
+            supported = sorted(name for name, other in NETWORKS.items() if other.dropout)
+            raise ValueError(f"dropout is supported for {', '.join(supported)}, not {self.name}")
+        if self.small_input and not entry.small_input:
+            supported = sorted(name for name, other in NETWORKS.items() if other.small_input)
+            raise ValueError(f"small_input is supported for {', '.join(supported)}, not {self.name}")
         return self
 
 

@@ -43,7 +43,7 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _plain(array: np.ndarray, affine: np.ndarray, path: Path, modality: str = "") -> MetaTensor:
+def _as_meta_tensor(array: np.ndarray, affine: np.ndarray, path: Path, modality: str = "") -> MetaTensor:
     image = MetaTensor(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), affine=torch.as_tensor(affine))
     image.meta["filename_or_obj"] = str(path)
     image.meta["modality"] = modality
@@ -91,9 +91,9 @@ def _read_nifti(path: Path) -> MetaTensor:
     array, meta = _read_with(NibabelReader(), path)
     affine = np.asarray(meta.get("affine", np.eye(4)))
     if array.ndim == 4:  # (x, y, z, t): the fourth axis becomes channels
-        return _plain(np.moveaxis(array, -1, 0), affine, path, "MR")
+        return _as_meta_tensor(np.moveaxis(array, -1, 0), affine, path, "MR")
     if array.ndim in (2, 3):
-        return _plain(array[None], affine, path)
+        return _as_meta_tensor(array[None], affine, path)
     raise DataError(f"{path}: a NIfTI image of {array.ndim} dimensions; expected 2, 3 or 4")
 
 
@@ -102,8 +102,8 @@ def _read_pil(path: Path) -> MetaTensor:
     if array.ndim == 3:
         if array.shape[-1] == 4:
             array = array[..., :3]
-        return _plain(np.moveaxis(array, -1, 0), np.eye(4), path)
-    return _plain(array[None], np.eye(4), path)
+        return _as_meta_tensor(np.moveaxis(array, -1, 0), np.eye(4), path)
+    return _as_meta_tensor(array[None], np.eye(4), path)
 
 
 def _read_itk(path: Path) -> MetaTensor:
@@ -122,8 +122,8 @@ def _read_itk(path: Path) -> MetaTensor:
     affine[:dims, 3] = image.GetOrigin()
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK is LPS
     if image.GetNumberOfComponentsPerPixel() > 1:
-        return _plain(np.moveaxis(array, -1, 0), affine, path)
-    return _plain(array[None], affine, path)
+        return _as_meta_tensor(np.moveaxis(array, -1, 0), affine, path)
+    return _as_meta_tensor(array[None], affine, path)
 
 
 def read_image(path: Path, dicom: DicomOptions = DEFAULT_DICOM) -> ReadResult:

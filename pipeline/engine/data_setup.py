@@ -159,7 +159,7 @@ def _check_cache(config: Config, device: torch.device | None, distributed: bool)
 
 def _read_source(config: Config) -> tuple[SourceData, list[dict]]:
     """The source's items by split and, with ``data.on_bad_item = skip``, the unreadable items left out."""
-    source = load_source(config)
+    source = load_source(config.data)
     skipped: list[dict] = []
     if source.from_files and config.data.on_bad_item == "skip":
         probe = ReadImaged(keys="image", dicom=dicom_options(config),

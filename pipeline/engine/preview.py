@@ -36,7 +36,7 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
 
     Rows are labelled with their index and class only: item names can hold patient identifiers.
     """
-    source = load_source(config)
+    source = load_source(config.data)
     items = source.splits["train"][:count]
     if source.from_files:
         read = ReadImaged(keys="image", dicom=dicom_options(config))

@@ -20,7 +20,9 @@ _CE = ["loss.variance_weight=0", "loss.lambda_=1.0"]
 
 #: the method's original network: four 1x1 conv layers of 10 filters (its write-up used 224 px and a dense head;
 #: here the images stay at 28 px and SimpleCNN pools globally before its linear head)
-_ORIGINAL_CNN = "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"
+# SimpleCNN has no small-input stem: the arms switch off small_input that ResNet base configs set.
+_ORIGINAL_CNN = ["model.name=simplecnn", "model.small_input=false",
+                 "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"]
 
 #: tuned arm -> its tuned hyperparameters (from ``medvp tune``, kept in the spec's arm_settings) as overrides;
 #: ``medvp tune`` uses the same translation for its trials, so a trial and the benchmark arm train alike
@@ -41,8 +43,8 @@ ARMS: dict[str, Callable[[dict], list[str]]] = {
     "ce_augment": lambda s: [*_CE, f"augmentation.transforms={_SAFE_AUGMENTATION}"],
     "vp_augment": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block",
                              f"augmentation.transforms={_SAFE_AUGMENTATION}"],
-    "original_cnn_ce": lambda s: [*_CE, "model.name=simplecnn", _ORIGINAL_CNN],
-    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", "model.name=simplecnn", _ORIGINAL_CNN],
+    "original_cnn_ce": lambda s: [*_CE, *_ORIGINAL_CNN],
+    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", *_ORIGINAL_CNN],
 }
 
 

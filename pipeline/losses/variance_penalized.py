@@ -233,8 +233,8 @@ class VariancePenalizedLoss(_Loss):
 
     Raises:
         ValueError: on a weight < 0, ``feature_sampling_ratio`` outside (0, 1], an unknown task,
-            reduction (``LossReduction``) or variance scope, or (in ``forward``) shapes that do not fit the task, or no features while
-            ``variance_weight > 0``.
+            reduction (``LossReduction``) or variance scope, or (in ``forward``) shapes that do not fit the task, or
+            no features while ``variance_weight > 0``.
 
     Example:
         >>> import torch

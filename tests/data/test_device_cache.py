@@ -132,6 +132,7 @@ def _config_file(tmp_path, data):
     return path
 
 
+@pytest.mark.slow
 def test_training_from_the_device_loader_matches_the_memory_cache(tmp_path, small_demo_data, monkeypatch):
     # The gpu cache's loader, built on the CPU, driven by the real engine: same batches, so the same metrics.
 

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from pipeline.config import parse_config
@@ -25,6 +26,7 @@ def _run(data, tmp_path, name, seed):
     return load_checkpoint(tmp_path / name / "checkpoints" / "checkpoint_epoch=2.pt")["network"], records
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not(small_demo_data, tmp_path):
     first_weights, first_metrics = _run(small_demo_data, tmp_path, "first", seed=3)
     second_weights, second_metrics = _run(small_demo_data, tmp_path, "second", seed=3)

@@ -43,7 +43,8 @@ def test_a_run_reads_back_its_config_summary_and_weights(run):
     torch.save(trained.state_dict(), run.checkpoint_dir / "best.pt")
     fresh = _network()
     run.load_weights(fresh, "best")
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    pairs = zip(fresh.state_dict().values(), trained.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 @pytest.mark.parametrize("text", ["data: [unclosed", "!!python/object/apply:os.system ['true']\n",
