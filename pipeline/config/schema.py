@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.kinds import Split
 from pipeline.losses import TAP_CHOICES
 from pipeline.networks import NETWORKS
 from pipeline.transforms.policy import check_augmentation
@@ -27,7 +28,6 @@ __all__ = [
 ]
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
-Split = Literal["train", "val", "test"]
 
 
 class _Section(BaseModel):
@@ -210,7 +210,7 @@ class OutputConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    splits: list[Split] = Field(["test"], description="splits evaluated after training with the chosen checkpoint")
+    splits: list[Split] = Field([Split.TEST], description="splits evaluated after training with the chosen checkpoint")
     checkpoint: Literal["best", "last"] = "best"
     bootstrap_samples: Annotated[int, Field(ge=0)] = 1000
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95

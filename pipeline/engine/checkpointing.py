@@ -23,6 +23,7 @@ from pipeline.engine.engines import Engines
 from pipeline.engine.resume import MetricStates, RandomStates, StateAttributes, randomizable_transforms
 from pipeline.engine.rundir import RunDir
 from pipeline.errors import DataError
+from pipeline.kinds import Split
 
 __all__ = ["resume_point", "run_state", "attach_checkpoint_savers", "restore", "finished"]
 
@@ -46,7 +47,7 @@ def resume_point(run: RunDir, resume: bool) -> tuple[Path, dict] | None:
 
 def run_state(parts: TrainingParts, engines: Engines, data: PreparedData) -> dict:
     """Everything a resumed run needs, by name, as ignite's ``Checkpoint`` saves and loads it."""
-    train_loader = data.loaders["train"]
+    train_loader = data.loaders[Split.TRAIN]
     random_states = RandomStates({"loss": parts.loss.generator, "train_loader": train_loader.generator},
                                  randomizable_transforms(getattr(train_loader.dataset, "transform", None)))
     state = {"network": parts.network, "optimizer": parts.optimizer, "trainer": engines.trainer,

@@ -23,6 +23,7 @@ from pipeline.engine.distributed import DistributedContext
 from pipeline.engine.history import write_table
 from pipeline.engine.rundir import RunDir
 from pipeline.errors import ConfigError, DataError
+from pipeline.kinds import Split
 from pipeline.transforms import preprocessing_transforms
 from pipeline.transforms.policy import build_augmentation
 
@@ -45,7 +46,7 @@ class PreparedData:
 def setup_data(config: Config, run: RunDir, device: torch.device, context: DistributedContext) -> PreparedData:
     """The training and validation loaders of a run; rank 0 records every item's split (``splits.csv``) and the
     items left out as unreadable (``skipped_items.csv``)."""
-    data = prepare_data(config, splits=("train", "val"), cache_dir=run.cache_dir, device=device,
+    data = prepare_data(config, splits=(Split.TRAIN, Split.VAL), cache_dir=run.cache_dir, device=device,
                         distributed=context.enabled)
     if context.is_main:
         write_table(run.splits_table, data.split_table, ("item", "label", "split", "patient"))
@@ -88,7 +89,7 @@ def deterministic_transforms(config: Config, source: SourceData, spatial_dims: i
 
 
 def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
-    first = source.splits["train"][0]
+    first = source.splits[Split.TRAIN][0]
     image = read_image(Path(first["image"]), dicom_options(config)).image
     spatial_dims = image.ndim - 1
     if config.data.spatial_dims not in ("auto", spatial_dims):
@@ -102,7 +103,7 @@ def _distributed_sampler(dataset, split: str, seed: int) -> Sampler:
     """This process's share of a split: the training split shuffled by epoch (``set_epoch``) and padded so that
     every process runs the same number of equal batches; the others split without padding (MONAI's sampler with
     ``even_divisible=False``), so metrics gathered over the processes count every item once."""
-    if split == "train":
+    if split == Split.TRAIN:
         return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=False)
     return MonaiDistributedSampler(dataset, even_divisible=False, shuffle=False)
 
@@ -134,7 +135,7 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     loaders = {}
     for split in splits:
         items = [{key: item[key] for key in ("image", "label", "name")} for item in source.splits[split]]
-        loaders[split] = _split_loader(config, split, items, base, augmentation if split == "train" else [],
+        loaders[split] = _split_loader(config, split, items, base, augmentation if split == Split.TRAIN else [],
                                        cache_dir, device, distributed)
     logger.info("data %s: %s task, classes %s, %dD, %d channel(s), %s", config.data.path.name, info.task,
                 info.class_names, info.spatial_dims, info.in_channels,
@@ -175,7 +176,7 @@ def _split_loader(config: Config, split: str, items: list[dict], base: Compose, 
                   cache_dir: Path | None, device: torch.device | None,
                   distributed: bool) -> DataLoader | DeviceBatchLoader:
     """The loader of one split: on the device (``data.cache = gpu``), or a dataset cached as configured."""
-    batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
+    batch_size = config.data.batch_size if split == Split.TRAIN else config.data.eval_batch_size
     if config.data.cache == "gpu":
         return _device_loader(items, base, random_steps, batch_size, split, config.training.seed,
                               torch.device(device))
@@ -187,15 +188,15 @@ def _split_loader(config: Config, split: str, items: list[dict], base: Compose, 
             raise DataError(f"{config.data.path}: the {split} split has {len(dataset)} item(s), fewer than the "
                             f"{torch.distributed.get_world_size()} processes; start fewer processes")
         sampler = _distributed_sampler(dataset, split, config.training.seed)
-        seed += torch.distributed.get_rank() if split == "train" else 0
-    return make_loader(dataset, batch_size, shuffle=split == "train", num_workers=config.data.num_workers,
+        seed += torch.distributed.get_rank() if split == Split.TRAIN else 0
+    return make_loader(dataset, batch_size, shuffle=split == Split.TRAIN, num_workers=config.data.num_workers,
                        seed=seed, sampler=sampler,
                        threaded=_on_cuda(device) and not random_steps and config.data.num_workers == 0)
 
 
 def _device_loader(items: list[dict], base: Compose, augmentation: list, batch_size: int, split: str, seed: int,
                    device: torch.device) -> DeviceBatchLoader:
-    loader = DeviceBatchLoader(items, base, augmentation, batch_size, shuffle=split == "train", seed=seed,
+    loader = DeviceBatchLoader(items, base, augmentation, batch_size, shuffle=split == Split.TRAIN, seed=seed,
                                device=device)
     free_bytes, _ = torch.cuda.mem_get_info(device)
     try:

@@ -22,6 +22,7 @@ from pipeline.engine.data_setup import PreparedData
 from pipeline.engine.history import EpochHistory
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
 from pipeline.engine.resume import DataOrder
+from pipeline.kinds import Split, Task
 
 __all__ = ["KEY_METRIC", "Engines", "build_evaluator", "attach_best_checkpoint", "build_trainer", "attach_stopping"]
 
@@ -51,12 +52,12 @@ def build_evaluator(data: PreparedData, parts: TrainingParts, device: torch.devi
     info = data.info
     return SupervisedEvaluator(
         device=device,
-        val_data_loader=data.loaders["val"],
+        val_data_loader=data.loaders[Split.VAL],
         network=parts.network,
         key_val_metric={KEY_METRIC: ROCAUC(output_transform=auc_output(info.task, info.num_classes))},
         additional_metrics={
             "val_accuracy": Accuracy(output_transform=accuracy_output(info.task),
-                                     is_multilabel=info.task == "multilabel"),
+                                     is_multilabel=info.task == Task.MULTILABEL),
             "val_loss": Loss(parts.loss.classification_loss, output_transform=loss_output),
         },
         decollate=False,
@@ -78,7 +79,7 @@ def _train_metrics(info: DatasetInfo, parts: TrainingParts) -> dict[str, Metric]
     loss = parts.loss
     return {
         "train_accuracy": Accuracy(output_transform=accuracy_output(info.task),
-                                   is_multilabel=info.task == "multilabel"),
+                                   is_multilabel=info.task == Task.MULTILABEL),
         "train_loss": Average(output_transform=lambda output: output[Keys.LOSS].detach()),
         "train_classification": Average(output_transform=lambda output: loss.last_terms["classification"]),
         "train_variance": Average(output_transform=lambda output: loss.last_terms["variance"]),
@@ -93,7 +94,7 @@ def build_trainer(config: Config, data: PreparedData, parts: TrainingParts, eval
     if parts.scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=parts.scheduler, print_lr=False, epoch_level=True))
     metrics = _train_metrics(data.info, parts)
-    data_order = DataOrder(data.loaders["train"])
+    data_order = DataOrder(data.loaders[Split.TRAIN])
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=config.training.max_epochs,
@@ -108,7 +109,7 @@ def build_trainer(config: Config, data: PreparedData, parts: TrainingParts, eval
         **_amp(amp_dtype),
     )
     if distributed:  # a new shuffle every epoch; registered before a resumed run replays its epoch's order
-        sampler = data.loaders["train"].sampler
+        sampler = data.loaders[Split.TRAIN].sampler
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     return Engines(evaluator=evaluator, trainer=trainer, history=history, best_saver=best_saver,
                    train_metrics=metrics, data_order=data_order)

@@ -22,6 +22,7 @@ from pipeline.engine.outputs import probabilities
 from pipeline.engine.rundir import RunDir
 from pipeline.errors import ConfigError
 from pipeline.evaluation import metrics_with_intervals
+from pipeline.kinds import SPLITS, Split, Task
 
 __all__ = ["load_run_config", "predict_split", "evaluate_run"]
 
@@ -62,17 +63,17 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     evaluator.run()
     probs = torch.cat(collected["probabilities"]).numpy()
     labels = torch.cat(collected["labels"]).numpy()
-    if info.task == "binary":
+    if info.task == Task.BINARY:
         probs, labels = probs.reshape(-1), labels.reshape(-1)
     return probs, labels.astype(np.int64), info.task, info.class_names
 
 
-def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -> dict:
+def evaluate_run(run_dir: Path, split: str = Split.TEST, which: str | None = None) -> dict:
     """Write ``metrics_<split>.json`` and ``predictions_<split>.csv`` into ``run_dir`` and return the metrics."""
     run = RunDir(run_dir)
     config = run.config()
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split {split!r}: expected train, val or test")
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: expected {', '.join(SPLITS)}")
     which = which or config.evaluation.checkpoint
     probs, labels, task, class_names = predict_split(config, run.path, split, which)
     metrics = metrics_with_intervals(probs, labels, task, len(class_names),
@@ -89,7 +90,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -
 
 
 def _write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, task: str, class_names: list[str]) -> None:
-    table = np.stack([1 - probs, probs], axis=1) if task == "binary" else probs
+    table = np.stack([1 - probs, probs], axis=1) if task == Task.BINARY else probs
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         label_columns = ["label"] if labels.ndim == 1 else [f"label_{name}" for name in class_names]

@@ -34,6 +34,7 @@ from pipeline.engine.logging_handlers import (
 )
 from pipeline.engine.rundir import RunDir, create_run_dir, run_lock
 from pipeline.engine.summary import run_summary
+from pipeline.kinds import Split
 
 __all__ = ["TrainResult", "train", "create_run_dir", "hardware_description", "CHECKPOINT_DIR", "BEST_CHECKPOINT"]
 
@@ -95,7 +96,7 @@ def _train(config: Config, run: RunDir, resume: bool, on_validation: Callable[[i
     seed_everything(config, device, context.rank)
     amp_dtype = autocast_dtype(config, device)
     data = setup_data(config, run, device, context)
-    sample_shape = tuple(data.loaders["train"].dataset[0]["image"].shape)
+    sample_shape = tuple(data.loaders[Split.TRAIN].dataset[0]["image"].shape)
     parts = build_training_parts(config, data.info, sample_shape, device, context)
     log_run(config, run.path, parts, hardware_description(device), amp_dtype, context)
     writer = open_writer(run.tensorboard_dir, context)
@@ -123,7 +124,7 @@ def _build_engines(config: Config, run: RunDir, data, parts: TrainingParts, devi
     best_saver = attach_best_checkpoint(evaluator, parts, run.checkpoint_dir)
     history = EpochHistory(run, evaluator, title=f"{config.output.name}: {config.model.name}",
                            write=context.is_main)
-    log_handlers = train_log_handlers(writer, len(data.loaders["train"]))
+    log_handlers = train_log_handlers(writer, len(data.loaders[Split.TRAIN]))
     engines = build_trainer(config, data, parts, evaluator, history, log_handlers, device, amp_dtype, best_saver,
                             distributed=context.enabled)
     attach_validation_tensorboard(writer, evaluator, engines.trainer)
