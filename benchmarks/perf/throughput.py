@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.config import load_config
+from pipeline.data import SPLITS
 from pipeline.data.npz_guard import check_npz_headers
 from pipeline.engine import train
 from pipeline.engine.builders import make_loss, make_network, make_optimizer
@@ -271,10 +272,12 @@ def penalty_overhead(device: torch.device, image_size: int, batch_size: int, ste
     return {"settings": settings, "cases": results}
 
 
+MEDMNIST_ARRAYS = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+
 def subset_medmnist(source: Path, out: Path, train_items: int, val_items: int) -> Path:
     """Write the first ``train_items``/``val_items`` of a MedMNIST ``.npz``'s train/val splits (and its whole test
     split) to ``out``: real images, fewer of them, for a short run."""
-    check_npz_headers(source)  # the guard every medvp reader of an .npz goes through
+    check_npz_headers(source, MEDMNIST_ARRAYS)  # the guard every medvp reader of an .npz goes through
     with np.load(source, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     for split, count in (("train", train_items), ("val", val_items)):
@@ -367,7 +370,7 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
         data_override = []
         if train_items is not None or val_items is not None:
             source = load_config(base_config).data.path
-            check_npz_headers(source)  # the guard every medvp reader of an .npz goes through
+            check_npz_headers(source, MEDMNIST_ARRAYS)  # the guard every medvp reader of an .npz goes through
             with np.load(source, allow_pickle=False) as archive:
                 counts = (train_items or len(archive["train_labels"]), val_items or len(archive["val_labels"]))
             subset = subset_medmnist(source, scratch_dir / "subset.npz", *counts)
