@@ -27,7 +27,7 @@ import torch
 from monai.data import MetaTensor
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 
 __all__ = ["DicomOptions", "DEFAULT_DICOM", "SeriesInfo", "is_dicom_file", "scan_series", "read_dicom", "patient_key",
            "geometry_problems", "hash_identifier", "first_header", "dicom_skip_reason"]
@@ -307,8 +307,7 @@ def _decoded(path: Path, dataset: pydicom.Dataset) -> np.ndarray:
         with _quiet_pydicom():
             return dataset.pixel_array
     except Exception as error:  # pydicom and its decoders raise many types for corrupt or unsupported pixel data
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[0].rstrip(":") if lines else type(error).__name__
+        reason = first_line(error).rstrip(":")
         if "all available plugins" in reason:  # the plugins' own reasons follow on further lines
             reason = "no installed decoder can decode it"
         name = getattr(syntax, "name", None) or "unknown transfer syntax"

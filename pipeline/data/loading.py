@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,9 +24,7 @@ from monai.transforms import Compose, EnsureTyped, MapTransform
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions
 from pipeline.data.readers import ReadImaged
 from pipeline.errors import DataError
-
-if TYPE_CHECKING:
-    from pipeline.config.schema import PreprocessingConfig
+from pipeline.transforms.preprocessing import PreprocessingSettings, instantiate, preprocessing_steps
 
 __all__ = ["AXIS_ORDER", "legacy_numpy_axes", "ReverseSpatialAxesd", "CheckGeometryd", "item_transforms",
            "MIN_CONTENT_FRACTION"]
@@ -100,23 +97,18 @@ class CheckGeometryd(MapTransform):
         return result
 
 
-def item_transforms(preprocessing: PreprocessingConfig | Mapping, spatial_dims: int,
+def item_transforms(preprocessing: PreprocessingSettings, spatial_dims: int,
                     dicom: DicomOptions = DEFAULT_DICOM, legacy_axes: bool = False,
                     ensure_plain: bool = True) -> Compose:
     """Read (paths; arrays pass through) and preprocess ``{"image": ...}`` items: the one item path.
 
     Args:
-        preprocessing: the validated ``preprocessing`` section (or its JSON form, as a bundle stores it).
+        preprocessing: the validated ``preprocessing`` section.
         spatial_dims: 2 or 3; a read image with another number of spatial axes is an error naming the file.
         dicom: how strict DICOM series geometry is.
         legacy_axes: the model predates the recorded axis order and trained on numpy-ordered arrays.
         ensure_plain: end with plain float32 tensors (no metadata), as the networks take them.
     """
-    from pipeline.config.schema import PreprocessingConfig
-    from pipeline.transforms import instantiate, preprocessing_steps
-
-    if not isinstance(preprocessing, PreprocessingConfig):
-        preprocessing = PreprocessingConfig(**preprocessing)
     steps = preprocessing_steps(preprocessing, spatial_dims)
     transforms: list = [ReadImaged(keys="image", dicom=dicom, spatial_dims=spatial_dims)]
     if legacy_axes:

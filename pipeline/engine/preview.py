@@ -14,8 +14,9 @@ from pipeline.data.display import display_image, normalised
 from pipeline.data.loading import item_transforms
 from pipeline.data.readers import ReadImaged
 from pipeline.data.sources import load_source
-from pipeline.engine.components import dicom_options
+from pipeline.engine.data_setup import dicom_options
 from pipeline.errors import DataError
+from pipeline.kinds import Split
 from pipeline.transforms.policy import build_augmentation
 
 matplotlib.use("Agg")
@@ -52,8 +53,8 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
 
     Rows are labelled with their index and class only: item names can hold patient identifiers.
     """
-    source = load_source(config)
-    items, raw = _readable_items(config, source.splits["train"], count)
+    source = load_source(config.data)
+    items, raw = _readable_items(config, source.splits[Split.TRAIN], count)
     spatial_dims = np.asarray(raw[0]).ndim - 1
     base = item_transforms(config.preprocessing, spatial_dims, dicom_options(config), ensure_plain=False)
     processed = [base({"image": item["image"], "label": item["label"]})["image"] for item in items]

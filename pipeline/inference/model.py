@@ -14,8 +14,9 @@ from pipeline.bundle.metadata import MARK_KEY, is_medvp_bundle, read_metadata
 from pipeline.config import PreprocessingConfig
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions
 from pipeline.data.loading import item_transforms, legacy_numpy_axes
-from pipeline.engine.components import dicom_options, make_network
-from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary, load_weights
+from pipeline.engine.builders import make_network
+from pipeline.engine.data_setup import dicom_options
+from pipeline.engine.rundir import RunDir, load_weights
 from pipeline.errors import DataError
 from pipeline.networks import NetworkSpec, build_network
 
@@ -51,12 +52,12 @@ class LoadedModel:
 
 
 def _from_run(run_dir: Path, which: str | None) -> LoadedModel:
-    config = load_run_config(run_dir)
-    summary, info = load_run_summary(run_dir)
-    input_shape = tuple(summary["input_shape"])
+    run = RunDir(run_dir)
+    config, summary = run.config(), run.summary()
+    info, input_shape = summary.info, tuple(summary.input_shape)
     network = make_network(config, info, input_shape)
-    load_weights(network, checkpoint_path(run_dir, which or config.evaluation.checkpoint))
-    legacy = legacy_numpy_axes(summary.get("axis_order"), config.data.source == "medmnist")
+    run.load_weights(network, which or config.evaluation.checkpoint)
+    legacy = legacy_numpy_axes(summary.axis_order, config.data.source == "medmnist")
     dicom = dicom_options(config)
     return LoadedModel(network=network, task=info.task, class_names=info.class_names,
                        preprocessing=item_transforms(config.preprocessing, info.spatial_dims, dicom, legacy,
@@ -126,7 +127,7 @@ def load_model(path: Path, trust_bundle: bool = False, checkpoint: str | None = 
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such run directory or bundle")
-    if (path / "config.yaml").is_file():
+    if RunDir(path).is_run():
         model = _from_run(path, checkpoint)
     else:
         metadata = read_metadata(path)
