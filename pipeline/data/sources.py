@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from pipeline.data.checks import check_arrays, check_classes
 from pipeline.data.dicom import first_header, hash_identifier, patient_key
 from pipeline.data.items import SPLITS, DatasetInfo, describe_dataset, encode_labels
 from pipeline.data.medmnist import read_medmnist
@@ -45,6 +46,7 @@ class SourceData:
 
 def _medmnist(config) -> SourceData:
     arrays = read_medmnist(config.data.path, config.data.spatial_dims)
+    check_arrays(arrays, str(config.data.path), config.data.max_pixels)
     info = describe_dataset(arrays, config.data.task, config.data.class_names, str(config.data.path))
     splits = {}
     for split in SPLITS:
@@ -187,9 +189,12 @@ SOURCES: dict[str, Callable] = {"folder": _folder, "csv": _csv, "datalist": _dat
 
 def load_source(config) -> SourceData:
     """Items per split for the configured ``data.source``."""
-    if config.data.source == "medmnist":
-        return _medmnist(config)
-    data = _from_records(SOURCES[config.data.source](config), config)
+    data = _medmnist(config) if config.data.source == "medmnist" else _from_records(
+        SOURCES[config.data.source](config), config)
+    data.notes += check_classes({split: [item["label"] for item in items] for split, items in data.splits.items()},
+                                data.class_names, data.task, str(config.data.path))
+    if not data.from_files:
+        return data
     counts = ", ".join(f"{split} {len(items)}" for split, items in data.splits.items())
     logger.info("%s: %d classes %s; %s%s", config.data.path, len(data.class_names), data.class_names, counts,
                 " (split here, grouped by patient)" if data.split_made_here else "")

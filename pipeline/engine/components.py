@@ -15,6 +15,7 @@ from torch.utils.data import DistributedSampler, Sampler
 
 from pipeline.config import Config
 from pipeline.data import SPLITS, DatasetInfo, DeviceBatchLoader, make_dataset, make_loader
+from pipeline.data.checks import CheckImaged, CheckShaped
 from pipeline.data.device_cache import check_fits_on_device
 from pipeline.data.dicom import DicomOptions
 from pipeline.data.readers import ReadImaged, read_image
@@ -63,12 +64,20 @@ def _drop_bad_items(source: SourceData, reader: ReadImaged) -> list[dict]:
     return skipped
 
 
-def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int) -> Compose:
-    """Reading (file sources) and preprocessing: what training, evaluation and export share."""
+def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int,
+                             shape_check: CheckShaped | None = None) -> Compose:
+    """Reading (file sources, each item checked before and after: :class:`~pipeline.data.checks.CheckImaged`) and
+    preprocessing, then ``shape_check``: what training, evaluation and export share.
+
+    The checks are steps of this Compose, before the preprocessing: MONAI's ``CacheDataset`` caches up to the first
+    ``Randomizable`` step (a nested ``Compose`` is one), so reading and checking happen once, when the cache fills."""
     steps: list = []
     if source.from_files:
-        steps.append(ReadImaged(keys="image", dicom=dicom_options(config), spatial_dims=spatial_dims))
+        check = CheckImaged(keys="image", max_pixels=config.data.max_pixels)
+        steps += [check, ReadImaged(keys="image", dicom=dicom_options(config), spatial_dims=spatial_dims), check]
     steps.append(preprocessing_transforms(config.preprocessing, spatial_dims))
+    if shape_check is not None:
+        steps.append(shape_check)
     return Compose(steps)
 
 
@@ -128,7 +137,9 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
             logger.warning("skipped %d unreadable item(s); reasons in the run directory's skipped_items.csv",
                            len(skipped))
     info = source.info if source.info is not None else _file_source_info(config, source)
-    base = deterministic_transforms(config, source, info.spatial_dims)
+    base = deterministic_transforms(config, source, info.spatial_dims,
+                                    CheckShaped(info.in_channels, info.spatial_shape,
+                                                f"the first training item ({source.splits['train'][0]['name']})"))
     augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:

@@ -41,6 +41,7 @@ from pipeline.engine.checkpoint import (
     ITERATION_PATTERN,
     AtomicDiskSaver,
     adopt_saved_files,
+    remove_orphaned_temporaries,
     resume_checkpoint,
 )
 from pipeline.engine.components import (
@@ -55,7 +56,7 @@ from pipeline.engine.components import (
 from pipeline.engine.distributed import DistributedContext, current_context
 from pipeline.engine.history import EpochHistory, json_safe, write_table
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
-from pipeline.engine.resume import DataOrder, MetricStates, RandomStates, StateAttributes, randomizable_transforms
+from pipeline.engine.resume import DataOrder, MetricStates, RandomStates, StateAttributes
 from pipeline.engine.rundir import SUMMARY_FILE, create_run_dir, run_lock
 from pipeline.errors import ConfigError, DataError
 
@@ -157,6 +158,8 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
            context: DistributedContext) -> TrainResult:
     main = context.is_main
     checkpoint_dir = run_dir / CHECKPOINT_DIR
+    if main:  # under the run lock: no other process of this run is writing
+        remove_orphaned_temporaries(checkpoint_dir)
     resumed = resume_checkpoint(checkpoint_dir) if resume else None
     if resume and resumed is None:
         raise DataError(f"{run_dir}: no loadable checkpoint to resume from in {checkpoint_dir}; "
@@ -279,7 +282,7 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, early_stopping)
 
     random_states = RandomStates({"loss": loss.generator, "train_loader": data.loaders["train"].generator},
-                                 randomizable_transforms(getattr(data.loaders["train"].dataset, "transform", None)))
+                                 getattr(data.loaders["train"].dataset, "transform", None))
     save_dict = {"network": network, "optimizer": optimizer, "trainer": trainer,
                  "evaluator": StateAttributes(evaluator, ("best_metric", "best_metric_epoch")),
                  "best_checkpoint": best_saver, "history": history, "train_metrics": MetricStates(train_metrics),
