@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -138,12 +139,17 @@ class CheckImaged(MapTransform):
             return
         from PIL import Image
 
+        limit = min(self.max_pixels, Image.MAX_IMAGE_PIXELS or self.max_pixels)
         try:
-            with Image.open(path) as image:
-                width, height = image.size
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size
+        except Image.DecompressionBombError:  # past twice the limit, PIL refuses to open it at all
+            raise DataError(f"{path}: the image exceeds PIL's decompression-bomb limit of {limit} pixels; refused "
+                            "before decoding") from None
         except Exception:  # an unreadable file is the reader's to report
             return
-        limit = min(self.max_pixels, Image.MAX_IMAGE_PIXELS or self.max_pixels)
         if width * height > limit:
             which = "PIL's decompression-bomb limit" if limit != self.max_pixels else "data.max_pixels"
             raise DataError(f"{path}: a {width}x{height} image ({width * height} pixels) exceeds {which} of {limit} "
