@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with the variance-penalized loss (MONAI).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--show-headers", action="store_true",
+                        help="let messages quote DICOM header fields (SeriesDescription; they can identify a patient)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="train from a YAML config, then evaluate the configured splits")
@@ -310,6 +312,8 @@ def _predict(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug, args.quiet)
+    if args.show_headers and hasattr(args, "overrides"):
+        args.overrides.append("data.dicom.show_headers=true")
     verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
              "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report,
              "tune": _tune, "export-bundle": _export_bundle, "predict": _predict}

@@ -40,6 +40,8 @@ class DicomConfig(_Section):
     uneven_spacing: Literal["error", "warn"] = "error"
     missing_slices: Literal["error", "warn"] = "error"
     gantry_tilt: Literal["error", "warn"] = "warn"
+    show_headers: bool = Field(False, description="let messages quote DICOM header fields such as SeriesDescription "
+                               "(they can identify a patient); `medvp --show-headers` sets it")
 
 
 class DataConfig(_Section):

@@ -46,7 +46,8 @@ class PreparedData:
 def dicom_options(config: Config) -> DicomOptions:
     settings = config.data.dicom
     return DicomOptions(series_uid=settings.series_uid, uneven_spacing=settings.uneven_spacing,
-                        missing_slices=settings.missing_slices, gantry_tilt=settings.gantry_tilt)
+                        missing_slices=settings.missing_slices, gantry_tilt=settings.gantry_tilt,
+                       show_headers=settings.show_headers)
 
 
 def _drop_bad_items(source: SourceData, reader: ReadImaged) -> list[dict]:

@@ -53,6 +53,7 @@ from pipeline.engine.components import (
     prepare_data,
     select_device,
 )
+from pipeline.data.splits import keyed_patients, run_secret
 from pipeline.engine.distributed import DistributedContext, current_context
 from pipeline.engine.history import EpochHistory, json_safe, write_table
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
@@ -179,7 +180,8 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
                         distributed=context.enabled)
     info = data.info
     if main:
-        write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))
+        write_table(run_dir / "splits.csv", keyed_patients(data.split_table, run_secret(run_dir)),
+                    ("item", "label", "split", "patient"))
     if data.skipped and main:
         write_table(run_dir / "skipped_items.csv", data.skipped, ("item", "split", "reason"))
         logger.warning("skipped %d unreadable item(s): see %s", len(data.skipped), run_dir / "skipped_items.csv")
