@@ -26,7 +26,7 @@ from pipeline.errors import DataError, StorageError
 
 __all__ = ["AtomicDiskSaver", "CHECKPOINT_DIR", "BEST_CHECKPOINT", "EPOCH_PATTERN", "ITERATION_PATTERN",
            "load_checkpoint", "resume_checkpoint", "adopt_saved_files",
-           "remove_orphaned_temporaries"]
+           "remove_orphaned_temporaries", "write_run_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,3 +183,21 @@ def remove_orphaned_temporaries(checkpoint_dir: Path) -> list[str]:
         logger.info("removed %d temporary checkpoint file(s) of an interrupted write: %s", len(removed),
                     ", ".join(sorted(removed)))
     return removed
+
+
+def write_run_file(path: Path, text: str) -> None:
+    """Write a run file (metrics, summary) atomically: a full disk or a read-only folder is a one-line
+    :class:`StorageError` naming the file, and the previous version of the file, if any, stays intact.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise StorageError(f"{path}: cannot write ({_reason(error)}); the checkpoints are kept, rerun to finish") \
+            from None
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config, parse_config
 from pipeline.data import DatasetInfo
-from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint
+from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint, write_run_file
 from pipeline.engine.components import autocast_dtype, make_network, prepare_data, select_device
 from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
@@ -116,7 +116,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -
     report = {"split": split, "checkpoint": which, "items": int(len(labels)), "task": task,
               "class_names": class_names, "confidence": config.evaluation.confidence,
               "bootstrap_samples": config.evaluation.bootstrap_samples, "metrics": metrics}
-    (run_dir / f"metrics_{split}.json").write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
+    write_run_file(run_dir / f"metrics_{split}.json", json.dumps(json_safe(report), indent=1))
     _write_predictions(run_dir / f"predictions_{split}.csv", probs, labels, task, class_names)
     logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run_dir.name, split, metrics["accuracy"]["value"],
                 metrics["auc"]["value"], len(labels))

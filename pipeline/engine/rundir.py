@@ -9,6 +9,7 @@ equals the new one (ignoring :data:`IGNORED_FOR_RESUME`), and is an error otherw
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,13 +148,23 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:
+    try:
+        handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise StorageError(f"{run_dir / LOCK_FILE}: cannot create the run lock ({error.strerror or error}); "
+                           "check output.root") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DataError(f"{run_dir} is being trained by another medvp process; wait for it to finish, "
                             "or set output.name for a new run") from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as error:
+            reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+            raise StorageError(f"{run_dir / LOCK_FILE}: cannot write the run lock ({reason}); free space in "
+                               f"{run_dir.parent} or set output.root") from None
         yield

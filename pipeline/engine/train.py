@@ -43,6 +43,7 @@ from pipeline.engine.checkpoint import (
     adopt_saved_files,
     remove_orphaned_temporaries,
     resume_checkpoint,
+    write_run_file,
 )
 from pipeline.engine.components import (
     autocast_dtype,
@@ -344,7 +345,7 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
                                   "variance_scope": config.loss.variance_scope,
                                   "sync_batchnorm": config.training.sync_batchnorm}
     if main:
-        (run_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
+        write_run_file(run_dir / SUMMARY_FILE, json.dumps(json_safe(summary), indent=1))
     logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
                 result.best_val_auc, result.best_epoch)
     return result
