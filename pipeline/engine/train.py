@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.config import Config, save_config
+from pipeline.data.splits import keyed_patients, run_secret
 from pipeline.engine.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
@@ -54,7 +55,6 @@ from pipeline.engine.components import (
     prepare_data,
     select_device,
 )
-from pipeline.data.splits import keyed_patients, run_secret
 from pipeline.engine.distributed import DistributedContext, current_context
 from pipeline.engine.history import EpochHistory, json_safe, write_table
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
