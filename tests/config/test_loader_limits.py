@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pipeline.config import apply_overrides, load_config, parse_config
-from pipeline.config.loader import MAX_NODES, _read_yaml
+from pipeline.config.loader import MAX_NODES, read_yaml
 from pipeline.errors import ConfigError
 
 
@@ -42,7 +42,7 @@ def test_duplicate_keys_alias_bombs_and_deep_nesting_are_one_line(tmp_path, text
 
 
 def test_overrides_copy_only_the_path_they_set_and_keep_aliases_shared(tmp_path):
-    document = _read_yaml(_write(tmp_path, "shared: &s {k: 1, big: [1, 2, 3]}\nother: *s\n"))
+    document = read_yaml(_write(tmp_path, "shared: &s {k: 1, big: [1, 2, 3]}\nother: *s\n"))
     result = apply_overrides(document, ["shared.k=2"])
     assert result == {"shared": {"k": 2, "big": [1, 2, 3]}, "other": {"k": 1, "big": [1, 2, 3]}}
     assert document["shared"]["k"] == 1  # the caller's document is unchanged

@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.config import parse_config
 from pipeline.data.sources import load_source
-from pipeline.engine.components import prepare_data
+from pipeline.engine.data_setup import prepare_data
 from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -59,7 +59,7 @@ def test_random_arrays_load_clean_or_fail_with_one_data_error_line(tmp_path, dat
     images, labels = data
     path = _npz(tmp_path / "random.npz", images, labels)
     try:
-        source = load_source(_config(tmp_path, path))
+        source = load_source(_config(tmp_path, path).data)
     except DataError as error:
         assert len(str(error).splitlines()) == 1 and str(path) in str(error)
         return
@@ -96,14 +96,14 @@ def test_each_kind_of_garbage_is_one_line_naming_the_key(tmp_path, change, expec
     change(images, labels)
     with pytest.raises(DataError, match=expected.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
                        .replace(")", r"\)")):
-        load_source(_config(tmp_path, _npz(tmp_path / "bad.npz", images, labels)))
+        load_source(_config(tmp_path, _npz(tmp_path / "bad.npz", images, labels)).data)
 
 
 def test_a_class_missing_from_validation_is_a_warning(tmp_path, caplog):
     images, labels = _two_class_arrays()
     labels["val"] = np.zeros((4, 1), np.int64)
     with caplog.at_level(logging.WARNING):
-        load_source(_config(tmp_path, _npz(tmp_path / "one_class_val.npz", images, labels)))
+        load_source(_config(tmp_path, _npz(tmp_path / "one_class_val.npz", images, labels)).data)
     assert "class(es) ['1'] have no item in the val split; their AUC is undefined there" in caplog.text
 
 

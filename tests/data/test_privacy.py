@@ -25,7 +25,7 @@ def test_the_patient_column_resists_guessing_identifiers(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=["image", "label", "patient_id"])
         writer.writeheader()
         writer.writerows(rows)
-    source = load_source(parse_config({"data": {"source": "csv", "path": str(listing)}}, "test", tmp_path))
+    source = load_source(parse_config({"data": {"source": "csv", "path": str(listing)}}, "test", tmp_path).data)
     secret = run_secret(tmp_path)
     table = keyed_patients(split_table(source), secret)
     assert run_secret(tmp_path) == secret and stat.S_IMODE((tmp_path / SECRET_FILE).stat().st_mode) == 0o600

@@ -1,4 +1,5 @@
-"""Build the parts of a run from a validated configuration: data, network, loss, optimizer, schedule."""
+"""The data of a run: read the source, preprocess (cached as configured), augment the training split, and wrap
+every split in a loader (a distributed run's share of it, or batches kept on the GPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 from monai.data import DataLoader
 from monai.data import DistributedSampler as MonaiDistributedSampler
 from monai.transforms import Compose
-from torch import nn
 from torch.utils.data import DistributedSampler, Sampler
 
 from pipeline.config import Config
@@ -20,14 +20,16 @@ from pipeline.data.device_cache import check_fits_on_device
 from pipeline.data.dicom import DicomOptions
 from pipeline.data.readers import ReadImaged, read_image
 from pipeline.data.sources import SourceData, load_source, split_table
+from pipeline.data.splits import keyed_patients, run_secret
+from pipeline.engine.distributed import DistributedContext
+from pipeline.engine.history import write_table
+from pipeline.engine.rundir import RunDir
 from pipeline.errors import ConfigError, DataError
-from pipeline.losses import FeatureTap, VariancePenalizedLoss
-from pipeline.networks import NetworkSpec, build_network
+from pipeline.kinds import Split
 from pipeline.transforms import preprocessing_transforms
 from pipeline.transforms.policy import build_augmentation
 
-__all__ = ["PreparedData", "prepare_data", "deterministic_transforms", "network_spec", "make_network", "make_loss",
-           "make_optimizer", "make_scheduler", "select_device", "autocast_dtype"]
+__all__ = ["PreparedData", "setup_data", "prepare_data", "deterministic_transforms", "dicom_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,22 @@ class PreparedData:
     split_made_here: bool = False
     skipped: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def setup_data(config: Config, run: RunDir, device: torch.device, context: DistributedContext) -> PreparedData:
+    """The training and validation loaders of a run; rank 0 records every item's split (``splits.csv``) and the
+    items left out as unreadable (``skipped_items.csv``)."""
+    data = prepare_data(config, splits=(Split.TRAIN, Split.VAL), cache_dir=run.cache_dir, device=device,
+                        distributed=context.enabled)
+    if context.is_main:
+        write_table(run.splits_table, keyed_patients(data.split_table, run_secret(run.path)),
+                    ("item", "label", "split", "patient"))
+    if data.skipped and context.is_main:
+        write_table(run.skipped_table, data.skipped, ("item", "split", "reason"))
+        logger.warning("skipped %d unreadable item(s): see %s", len(data.skipped), run.skipped_table)
+    for note in data.notes:
+        logger.warning(note)
+    return data
 
 
 def dicom_options(config: Config) -> DicomOptions:
@@ -83,7 +101,7 @@ def deterministic_transforms(config: Config, source: SourceData, spatial_dims: i
 
 
 def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
-    first = source.splits["train"][0]
+    first = source.splits[Split.TRAIN][0]
     image = read_image(Path(first["image"]), dicom_options(config)).image
     spatial_dims = image.ndim - 1
     if config.data.spatial_dims not in ("auto", spatial_dims):
@@ -97,7 +115,7 @@ def _distributed_sampler(dataset, split: str, seed: int) -> Sampler:
     """This process's share of a split: the training split shuffled by epoch (``set_epoch``) and padded so that
     every process runs the same number of equal batches; the others split without padding (MONAI's sampler with
     ``even_divisible=False``), so metrics gathered over the processes count every item once."""
-    if split == "train":
+    if split == Split.TRAIN:
         return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=False)
     return MonaiDistributedSampler(dataset, even_divisible=False, shuffle=False)
 
@@ -121,22 +139,8 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
         DataError: for unreadable items when ``data.on_bad_item`` is ``error`` (the default), and for sources
             that do not fit the configuration.
     """
-    on_cuda = device is not None and torch.device(device).type == "cuda"
-    if config.data.cache == "gpu" and not on_cuda:
-        raise ConfigError(f"data.cache = 'gpu' needs a CUDA device, and this run uses {device or 'no device'}: "
-                          "set data.cache = 'memory'")
-    if config.data.cache == "gpu" and distributed:
-        raise ConfigError("data.cache = 'gpu' does not split a split between processes yet; set data.cache = "
-                          "'memory' for a distributed run")
-    source = load_source(config)
-    skipped: list[dict] = []
-    if source.from_files and config.data.on_bad_item == "skip":
-        probe = ReadImaged(keys="image", dicom=dicom_options(config),
-                           spatial_dims=None if config.data.spatial_dims == "auto" else config.data.spatial_dims)
-        skipped = _drop_bad_items(source, probe)
-        if skipped:
-            logger.warning("skipped %d unreadable item(s); reasons in the run directory's skipped_items.csv",
-                           len(skipped))
+    _check_cache(config, device, distributed)
+    source, skipped = _read_source(config)
     info = source.info if source.info is not None else _file_source_info(config, source)
     base = deterministic_transforms(config, source, info.spatial_dims,
                                     CheckShaped(info.in_channels, info.spatial_shape,
@@ -144,26 +148,9 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:
-        random_steps = augmentation if split == "train" else []
         items = [{key: item[key] for key in ("image", "label", "name")} for item in source.splits[split]]
-        batch_size = config.data.batch_size if split == "train" else config.data.eval_batch_size
-        if config.data.cache == "gpu":
-            loaders[split] = _device_loader(items, base, random_steps, batch_size, split, config.training.seed,
-                                            torch.device(device))
-            continue
-        transform = Compose([base, *random_steps]) if random_steps else base
-        dataset = make_dataset(items, transform, config.data.cache,
-                               cache_dir / split if cache_dir is not None else None)
-        sampler, seed = None, config.training.seed
-        if distributed:
-            if len(dataset) < torch.distributed.get_world_size():
-                raise DataError(f"{config.data.path}: the {split} split has {len(dataset)} item(s), fewer than the "
-                                f"{torch.distributed.get_world_size()} processes; start fewer processes")
-            sampler = _distributed_sampler(dataset, split, config.training.seed)
-            seed += torch.distributed.get_rank() if split == "train" else 0
-        loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train", num_workers=config.data.num_workers,
-                                     seed=seed, sampler=sampler,
-                                     threaded=on_cuda and not random_steps and config.data.num_workers == 0)
+        loaders[split] = _split_loader(config, split, items, base, augmentation if split == Split.TRAIN else [],
+                                       cache_dir, device, distributed)
     logger.info("data %s: %s task, classes %s, %dD, %d channel(s), %s", config.data.path.name, info.task,
                 info.class_names, info.spatial_dims, info.in_channels,
                 ", ".join(f"{split} {len(source.splits[split])}" for split in splits))
@@ -172,9 +159,58 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
                         notes=config.augmentation.override_warnings())
 
 
+def _on_cuda(device: torch.device | None) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def _check_cache(config: Config, device: torch.device | None, distributed: bool) -> None:
+    if config.data.cache == "gpu" and not _on_cuda(device):
+        raise ConfigError(f"data.cache = 'gpu' needs a CUDA device, and this run uses {device or 'no device'}: "
+                          "set data.cache = 'memory'")
+    if config.data.cache == "gpu" and distributed:
+        raise ConfigError("data.cache = 'gpu' does not split a split between processes yet; set data.cache = "
+                          "'memory' for a distributed run")
+
+
+def _read_source(config: Config) -> tuple[SourceData, list[dict]]:
+    """The source's items by split and, with ``data.on_bad_item = skip``, the unreadable items left out."""
+    source = load_source(config.data)
+    skipped: list[dict] = []
+    if source.from_files and config.data.on_bad_item == "skip":
+        probe = ReadImaged(keys="image", dicom=dicom_options(config),
+                           spatial_dims=None if config.data.spatial_dims == "auto" else config.data.spatial_dims)
+        skipped = _drop_bad_items(source, probe)
+        if skipped:
+            logger.warning("skipped %d unreadable item(s); reasons in the run directory's skipped_items.csv",
+                           len(skipped))
+    return source, skipped
+
+
+def _split_loader(config: Config, split: str, items: list[dict], base: Compose, random_steps: list,
+                  cache_dir: Path | None, device: torch.device | None,
+                  distributed: bool) -> DataLoader | DeviceBatchLoader:
+    """The loader of one split: on the device (``data.cache = gpu``), or a dataset cached as configured."""
+    batch_size = config.data.batch_size if split == Split.TRAIN else config.data.eval_batch_size
+    if config.data.cache == "gpu":
+        return _device_loader(items, base, random_steps, batch_size, split, config.training.seed,
+                              torch.device(device))
+    transform = Compose([base, *random_steps]) if random_steps else base
+    dataset = make_dataset(items, transform, config.data.cache, cache_dir / split if cache_dir is not None else None)
+    sampler, seed = None, config.training.seed
+    if distributed:
+        if len(dataset) < torch.distributed.get_world_size():
+            raise DataError(f"{config.data.path}: the {split} split has {len(dataset)} item(s), fewer than the "
+                            f"{torch.distributed.get_world_size()} processes; start fewer processes")
+        sampler = _distributed_sampler(dataset, split, config.training.seed)
+        seed += torch.distributed.get_rank() if split == Split.TRAIN else 0
+    return make_loader(dataset, batch_size, shuffle=split == Split.TRAIN, num_workers=config.data.num_workers,
+                       seed=seed, sampler=sampler,
+                       threaded=_on_cuda(device) and not random_steps and config.data.num_workers == 0)
+
+
 def _device_loader(items: list[dict], base: Compose, augmentation: list, batch_size: int, split: str, seed: int,
                    device: torch.device) -> DeviceBatchLoader:
-    loader = DeviceBatchLoader(items, base, augmentation, batch_size, shuffle=split == "train", seed=seed,
+    loader = DeviceBatchLoader(items, base, augmentation, batch_size, shuffle=split == Split.TRAIN, seed=seed,
                                device=device)
     free_bytes, _ = torch.cuda.mem_get_info(device)
     try:
@@ -183,90 +219,3 @@ def _device_loader(items: list[dict], base: Compose, augmentation: list, batch_s
         raise ConfigError(f"data.cache = 'gpu': {error}; set data.cache = 'memory'") from None
     logger.info("data.cache = 'gpu': %s split on %s, %.1f MiB", split, device, loader.nbytes / 2**20)
     return loader
-
-
-def network_spec(config: Config, info: DatasetInfo) -> NetworkSpec:
-    """What the factory needs to build the configured network for the data."""
-    return NetworkSpec(name=config.model.name, spatial_dims=info.spatial_dims, in_channels=info.in_channels,
-                       num_outputs=info.num_outputs, small_input=config.model.small_input,
-                       dropout=config.model.dropout, options=dict(config.model.options))
-
-
-def make_network(config: Config, info: DatasetInfo, sample_shape: tuple[int, ...]) -> nn.Module:
-    """Build the configured network for the data and check it accepts inputs of ``sample_shape`` (C, *spatial)."""
-    spec = network_spec(config, info)
-    try:
-        network = build_network(spec)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"model: cannot build {config.model.name} with options {config.model.options}: {error}") \
-            from None
-    network.eval()
-    try:
-        with torch.no_grad():
-            network(torch.zeros((2, *sample_shape)))
-    except RuntimeError as error:
-        raise ConfigError(
-            f"model.name = {config.model.name!r} cannot take inputs of shape {list(sample_shape)} "
-            f"({str(error).splitlines()[0]}); set preprocessing.spatial_size to a larger size"
-        ) from None
-    return network
-
-
-def make_loss(config: Config, task: str, network: nn.Module) -> tuple[VariancePenalizedLoss, FeatureTap | None]:
-    """The loss and, when the penalty is on, the feature tap that feeds it."""
-    tap = None
-    if config.loss.variance_weight > 0:
-        try:
-            tap = FeatureTap(network, config.loss.taps)
-        except ValueError as error:
-            raise ConfigError(f"loss.taps = {config.loss.taps!r}: {error}") from None
-    seed = config.loss.seed if config.loss.seed is not None else config.training.seed
-    loss = VariancePenalizedLoss(
-        variance_weight=config.loss.variance_weight, feature_sampling_ratio=config.loss.feature_sampling_ratio,
-        lambda_=config.loss.lambda_, task=task, feature_source=tap, seed=seed,
-        from_logits=config.loss.from_logits, label_smoothing=config.loss.label_smoothing,
-        variance_scope=config.loss.variance_scope,
-    )
-    return loss, tap
-
-
-def make_optimizer(config: Config, network: nn.Module) -> torch.optim.Optimizer:
-    settings = config.optimizer
-    if settings.name == "sgd":
-        return torch.optim.SGD(network.parameters(), lr=settings.lr, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay)
-    optimizer_class = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
-    return optimizer_class(network.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-
-
-def make_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """An epoch-level schedule: MultiStepLR at fractions of ``max_epochs``, or cosine annealing to zero."""
-    schedule, epochs = config.training.scheduler, config.training.max_epochs
-    if schedule.name == "multistep":
-        milestones = sorted({max(1, round(fraction * epochs)) for fraction in schedule.milestones})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=schedule.gamma)
-    if schedule.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return None
-
-
-def select_device(config: Config) -> torch.device:
-    if config.training.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device = 'cuda' but no CUDA device is available")
-    if config.training.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.training.device)
-
-
-def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
-    """bf16 where the device supports it and amp is not off; None means full precision.
-
-    MONAI's engines autocast on CUDA only, so CPU runs stay in float32.
-    """
-    if config.training.amp is False or device.type != "cuda":
-        if config.training.amp is True and device.type != "cuda":
-            logger.warning("training.amp = true has no effect on %s: MONAI's engines autocast on CUDA only", device)
-        return None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16 if config.training.amp is True else None
