@@ -75,7 +75,7 @@ def _disk_full(*args, **kwargs):
 
 def test_disk_full_at_the_run_lock_and_at_the_metrics_is_one_line_naming_the_file(tmp_path, monkeypatch):
     from pipeline.engine.checkpoint import write_run_file
-    from pipeline.engine.rundir import LOCK_FILE, run_lock
+    from pipeline.engine.rundir import RunDir, run_lock
     from pipeline.errors import StorageError
 
     real_open = open
@@ -98,10 +98,10 @@ def test_disk_full_at_the_run_lock_and_at_the_metrics_is_one_line_naming_the_fil
 
     def lock_on_full_disk(path, *args, **kwargs):
         handle = real_open(path, *args, **kwargs)
-        return FullDisk(handle) if str(path).endswith(LOCK_FILE) else handle
+        return FullDisk(handle) if str(path) == str(RunDir(tmp_path).lock_file) else handle
 
     monkeypatch.setattr("builtins.open", lock_on_full_disk)
-    with pytest.raises(StorageError, match=f"^{tmp_path / LOCK_FILE}: cannot write the run lock \\(disk full\\)"):
+    with pytest.raises(StorageError, match=f"^{RunDir(tmp_path).lock_file}: cannot write the run lock \\(disk full\\)"):
         with run_lock(tmp_path):
             pass
     monkeypatch.undo()
