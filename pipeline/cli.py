@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run every N-th (arm, seed) pair from the K-th: N processes split one benchmark")
     benchmark.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                            help="start no new run after this long; rerun the command to continue")
+    benchmark.add_argument("--arms", default=None, metavar="A,B", help="run only these arms this time")
+    benchmark.add_argument("--n", dest="sizes", default=None, metavar="N,M",
+                           help="run only these training subset sizes (from the spec's n_train) this time")
+    benchmark.add_argument("--allow-dirty", action="store_true",
+                           help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
+                           "refuse)")
 
     tune = verbs.add_parser("tune", help="search an arm's hyperparameters on the validation split (Optuna)")
     tune.add_argument("config", type=Path, nargs="?", help="a config; or give --spec instead")
@@ -236,7 +242,9 @@ def _benchmark(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 2/4") from None
-    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit)
+    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit, allow_dirty=args.allow_dirty,
+                             arms=args.arms.split(",") if args.arms else None,
+                             sizes=args.sizes.split(",") if args.sizes else None)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
 
