@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.config.loader import format_validation_error
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for", "ARM_DESCRIPTIONS"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")
@@ -62,6 +62,31 @@ ARMS: dict[str, Callable[[dict], list[str]]] = {
 }
 
 
+#: arm -> what it is, in one line (the report's preamble lists the arms of the document from here)
+ARM_DESCRIPTIONS: dict[str, str] = {
+    "ce": "cross-entropy (BCE on one logit for binary tasks), lambda_ 1, no penalty: the reference",
+    "vp_original": "the method's published setting, untuned: variance_weight 0.01, feature_sampling_ratio 0.2, "
+                   "lambda_ 0.5, tap last_block",
+    "vp_original_last_conv": "vp_original with the tap moved to the last conv layer (tap-location comparison)",
+    "vp_original_all_conv": "vp_original with taps on every conv layer (tap-location comparison)",
+    "vp_tuned": "the penalty tuned on validation: variance_weight, feature_sampling_ratio, lambda_ and the tap "
+                "(4 dimensions)",
+    "ce_dropout": "cross-entropy with dropout before the head, tuned on validation (dropout rate, lr)",
+    "ce_label_smoothing": "cross-entropy with label smoothing, tuned on validation (smoothing, lr)",
+    "ce_weight_decay": "cross-entropy with AdamW's decoupled weight decay, tuned on validation (decay 1e-4 to 0.5 "
+                       "log, lr)",
+    "ce_augment": "cross-entropy with the clinically safe augmentation allow-list (rotation ±10°, translation "
+                  "±10%, zoom 0.9-1.1, each p 0.5)",
+    "vp_augment": "ce_augment plus the published penalty (vp_original's setting)",
+    "original_cnn_ce": "the original network (four 1x1 conv layers of 10 filters) at 28 px with a global-pooling "
+                       "head, cross-entropy",
+    "original_cnn_vp": "original_cnn_ce plus the published penalty",
+    "original_setup_ce": "the original write-up's setup: 1x1-conv network with a dense head on the flattened "
+                         "features, 224 px nearest-upsampled, Adam, early stopping; cross-entropy",
+    "original_setup_vp": "original_setup_ce plus the penalty chosen on validation from the write-up's 12-point grid",
+}
+
+
 class BenchmarkSpec(BaseModel):
     """A benchmark: one base config, the arms trained identically but for their regularizer, and the seeds."""
 
@@ -74,6 +99,7 @@ class BenchmarkSpec(BaseModel):
     base_config: Path = Field(description="relative paths are taken from the spec's folder")
     overrides: list[str] = Field(default_factory=list, description="applied to every arm (the scale)")
     arms: list[str]
+    reference: str = Field("ce", description="the arm every other arm is compared with (paired differences)")
     seeds: list[int] = Field(min_length=1)
     results: Path = Field(description="folder of per-run result JSON files (committed)")
     runs: Path = Field(Path("runs/benchmarks"), description="folder of run directories (not committed)")
@@ -97,9 +123,13 @@ class BenchmarkSpec(BaseModel):
         unknown = [arm for arm in arms if arm not in ARMS]
         if unknown:
             raise ValueError(f"unknown arm(s) {unknown}; expected some of {sorted(ARMS)}")
-        if "ce" not in arms:
-            raise ValueError("the arms must include 'ce', the reference for paired differences")
         return arms
+
+    @model_validator(mode="after")
+    def _reference_is_an_arm(self) -> BenchmarkSpec:
+        if self.reference not in self.arms:
+            raise ValueError(f"reference {self.reference!r} must be one of the arms {self.arms}")
+        return self
 
     @field_validator("n_train")
     @classmethod
