@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--arms", default=None, metavar="A,B", help="run only these arms this time")
     benchmark.add_argument("--n", dest="sizes", default=None, metavar="N,M",
                            help="run only these training subset sizes (from the spec's n_train) this time")
+    benchmark.add_argument("--seeds", default=None, metavar="S,T", help="run only these seeds this time")
     benchmark.add_argument("--allow-dirty", action="store_true",
                            help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
                            "refuse)")
@@ -252,7 +253,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 2/4") from None
     progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit, allow_dirty=args.allow_dirty,
                              arms=args.arms.split(",") if args.arms else None,
-                             sizes=args.sizes.split(",") if args.sizes else None)
+                             sizes=args.sizes.split(",") if args.sizes else None,
+                             seeds=[int(seed) for seed in args.seeds.split(",")] if args.seeds else None)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
 

@@ -119,7 +119,8 @@ class BenchmarkProgress:
 
 def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1, 1),
                   time_limit_minutes: float | None = None, allow_dirty: bool = False,
-                  arms: list[str] | None = None, sizes: list[str] | None = None) -> BenchmarkProgress:
+                  arms: list[str] | None = None, sizes: list[str] | None = None,
+                  seeds: list[int] | None = None) -> BenchmarkProgress:
     """Run the spec's missing (n, seed, arm) cells, smallest n first and seeds before arms so that a partial
     benchmark covers every arm; ``report`` receives one progress line per run.
 
@@ -128,7 +129,8 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
             or several machines sharing the results folder) split one benchmark without running a cell twice.
         time_limit_minutes: start no new run once this part has used the limit, or when the mean run time so
             far says the next run would overrun it; a later call carries on where this one stopped.
-        arms, sizes: run only these arms / subset sizes (as named in the spec) this time; the rest stay to do.
+        arms, sizes, seeds: run only these arms / subset sizes / seeds (as named in the spec) this time; the rest
+            stay to do (processes given disjoint seeds split a benchmark in the order the spec lists them).
         allow_dirty: record results from a checkout with uncommitted changes under pipeline/ (marked
             ``dirty: true``; the report flags them) instead of refusing.
     """
@@ -139,11 +141,13 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
     spec.results.mkdir(parents=True, exist_ok=True)
     (spec.results / "spec.json").write_text(json.dumps(spec_record(spec), indent=1), encoding="utf-8")
     todo = cells(spec)
-    unknown = sorted(set(arms or []) - set(spec.arms)) + sorted(set(sizes or []) - {n_key(n) for n in spec.n_train})
+    unknown = [*sorted(set(arms or []) - set(spec.arms)), *sorted(set(sizes or []) - {n_key(n) for n in spec.n_train}),
+               *sorted(set(seeds or []) - set(spec.seeds))]
     if unknown:
-        raise ConfigError(f"--arms/--n {unknown}: not in {spec.name}'s arms {spec.arms} or n_train {spec.n_train}")
-    chosen = [(n, seed, arm) for n, seed, arm in todo
-              if (arms is None or arm in arms) and (sizes is None or n_key(n) in sizes)]
+        raise ConfigError(f"--arms/--n/--seeds {unknown}: not among {spec.name}'s arms {spec.arms}, n_train "
+                          f"{spec.n_train} or seeds {spec.seeds}")
+    chosen = [(n, seed, arm) for n, seed, arm in todo if (arms is None or arm in arms)
+              and (sizes is None or n_key(n) in sizes) and (seeds is None or seed in seeds)]
     mine = chosen[index - 1::count]
     finished = lambda n, seed, arm: result_path(spec, arm, seed, n).is_file()  # noqa: E731
     done = sum(finished(*cell) for cell in todo)

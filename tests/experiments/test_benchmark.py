@@ -119,6 +119,15 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     assert len(trained) == 6  # no pair twice
     with pytest.raises(ConfigError, match="--shard 3/2"):
         runner.run_benchmark(spec, lines.append, shard=(3, 2))
+    # filters: only the named arms / seeds / sizes run; unknown names are refused
+    trained.clear()
+    scarce = spec.model_copy(update={"n_train": [50, 100], "seeds": [0, 1, 2], "results": tmp_path / "scarce"})
+    runner.run_benchmark(scarce, lines.append, arms=["vp_original"], seeds=[2, 1], sizes=["100"])
+    assert trained == [("vp_original", 1), ("vp_original", 2)]
+    assert runner.result_path(scarce, "vp_original", 1, 100).parts[-3:] == ("vp_original", "n_100", "seed_1.json")
+    assert [cell[0] for cell in runner.cells(scarce)][:6] == [50] * 6  # smallest n first
+    with pytest.raises(ConfigError, match=r"--arms/--n/--seeds \['ce_dropout', '7', 5\]"):
+        runner.run_benchmark(scarce, lines.append, arms=["ce_dropout"], sizes=["7"], seeds=[5])
 
 
 def test_curve_colours_stay_distinct_beyond_ten_arms():
