@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pipeline.experiments.statistics import summarize
 
@@ -40,36 +41,44 @@ def _mean_band(results: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, n
     return np.arange(1, length + 1), values.mean(0), values.std(0)
 
 
+def _panels(arms: list[str], sizes: list[str]) -> tuple[int, int, list[tuple[str, str, int, int]]]:
+    """Grid shape and (arm, n, row, column) per panel: arms by rows and sizes by columns, or, with one size,
+    the arms wrapped four to a row."""
+    if len(sizes) > 1:
+        return len(arms), len(sizes), [(arm, n, r, c) for r, arm in enumerate(arms) for c, n in enumerate(sizes)]
+    columns = min(4, len(arms))
+    rows = -(-len(arms) // columns)
+    return rows, columns, [(arm, sizes[0], i // columns, i % columns) for i, arm in enumerate(arms)]
+
+
 def plot_curves(section: Section, path: Path) -> Path:
-    """Per-arm small multiples (rows: arms; columns: training-set sizes): validation loss (solid, ±sd band) and
+    """Per-arm small multiples (one panel per arm and training-set size): validation loss (solid, ±sd band) and
     training loss (dotted) over epochs, mean over seeds, with the reference arm in grey in every panel."""
     arms = list(dict.fromkeys(arm for arm, _ in section.runs))
-    colours = dict(zip(arms, arm_colours(len(arms)), strict=True))
-    figure = Figure(figsize=(2.8 * len(section.sizes) + 0.6, 1.9 * len(arms) + 0.8), constrained_layout=True)
-    axes = np.atleast_2d(figure.subplots(len(arms), len(section.sizes), sharex="col", sharey=True, squeeze=False))
-    for row, arm in enumerate(arms):
-        for column, n in enumerate(section.sizes):
-            axis = axes[row, column]
-            shown = [(arm, colours[arm])] if arm == section.reference else [(section.reference, _GREY),
-                                                                            (arm, colours[arm])]
-            for name, colour in shown:
-                results = section.runs.get((name, n))
-                if not results:
-                    continue
-                epochs, mean, sd = _mean_band(results, "val_loss")
-                axis.plot(epochs, mean, color=colour, marker="." if len(epochs) == 1 else None)
-                axis.fill_between(epochs, mean - sd, mean + sd, color=colour, alpha=0.15)
-                epochs, train, _ = _mean_band(results, "train_classification")
-                axis.plot(epochs, train, color=colour, linestyle=":")
-            axis.grid(alpha=0.3)
-            if row == 0:
-                axis.set_title(f"n = {n}", fontsize=9)
-            if column == 0:
-                axis.set_ylabel(arm, fontsize=8)
-            if row == len(arms) - 1:
-                axis.set_xlabel("epoch", fontsize=8)
-    figure.suptitle(f"{section.name}: classification loss, validation (solid, ±sd) and train (dotted); "
-                    f"{section.reference} in grey", fontsize=9)
+    colour = colormaps["tab10"](0)  # one strong colour: each arm has its own panel
+    rows, columns, panels = _panels(arms, section.sizes)
+    figure = Figure(figsize=(max(6.0, 2.8 * columns + 0.6), 1.9 * rows + 0.9), constrained_layout=True)
+    axes = figure.subplots(rows, columns, sharey=True, squeeze=False)
+    for arm, n, row, column in panels:
+        axis = axes[row, column]
+        shown = [(arm, colour)] if arm == section.reference else [(section.reference, _GREY), (arm, colour)]
+        for name, line_colour in shown:
+            results = section.runs.get((name, n))
+            if not results:
+                continue
+            epochs, mean, sd = _mean_band(results, "val_loss")
+            axis.plot(epochs, mean, color=line_colour, marker="." if len(epochs) == 1 else None)
+            axis.fill_between(epochs, mean - sd, mean + sd, color=line_colour, alpha=0.15)
+            epochs, train, _ = _mean_band(results, "train_classification")
+            axis.plot(epochs, train, color=line_colour, linestyle=":", marker="." if len(epochs) == 1 else None)
+        axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(arm if len(section.sizes) == 1 else f"{arm}, n = {n}", fontsize=8)
+    for index in range(len(panels), rows * columns):
+        axes[index // columns, index % columns].set_visible(False)
+    figure.supxlabel("epoch", fontsize=8)
+    figure.suptitle(f"{section.name}: classification loss, mean over seeds\nvalidation (solid, ±sd band) and "
+                    f"train (dotted); {section.reference} in grey in every panel", fontsize=9)
     return _save(figure, path)
 
 
@@ -94,7 +103,9 @@ def plot_forest(section: Section, metrics: tuple[str, ...], path: Path) -> Path:
         axis.axvline(0, color=_GREY, linewidth=0.8)
         axis.set_title(f"Δ {titles.get(metric, metric)}", fontsize=9)
         axis.grid(alpha=0.3, axis="x")
-    axes[0].set_yticks(positions, [f"n={n}: {arm} − {reference}" for n, arm, reference in rows], fontsize=7)
+    labels = [f"{arm} − {reference}" if n == "full" and len(section.sizes) == 1 else f"n={n}: {arm} − {reference}"
+              for n, arm, reference in rows]
+    axes[0].set_yticks(positions, labels, fontsize=7)
     figure.suptitle(f"{section.name}: paired differences, 95% intervals (filled: Holm p < 0.05)", fontsize=9)
     return _save(figure, path)
 

@@ -295,6 +295,47 @@ def _tuning(section: Section) -> list[str]:
             *rows]
 
 
+def _coverage(section: Section) -> str:
+    """How much of the spec's plan (arms x sizes x seeds) has results, and what is missing, in one sentence."""
+    spec = section.spec
+    sizes = [n_key(n) for n in spec.get("n_train", ["full"])]
+    planned = len(spec["arms"]) * len(sizes) * len(spec["seeds"])
+    done = len(section.all_runs())
+    if done >= planned:
+        return f"All {planned} planned runs are recorded."
+    missing = [(arm, n) for arm in spec["arms"] for n in sizes
+               if len(section.runs.get((arm, n), [])) < len(spec["seeds"])]
+    absent = sorted({arm for arm, n in missing if (arm, n) not in section.runs})
+    partial = [f"{arm} at n = {n} ({len(section.runs[(arm, n)])} of {len(spec['seeds'])} seeds)"
+               for arm, n in missing if (arm, n) in section.runs]
+    never = [arm for arm in absent if not any(key[0] == arm for key in section.runs)]
+    return (f"**Partial: {done} of {planned} planned runs** (arms × n × seeds) are recorded" +
+            (f"; partly run: {', '.join(partial)}" if partial else "") +
+            (f"; not run at all: {', '.join(never)}" if never else "") +
+            (f"; sizes not reached: {', '.join(n for n in sizes if n not in section.sizes)}"
+             if any(n not in section.sizes for n in sizes) else "") + ".")
+
+
+def _search_table(section: Section) -> list[str]:
+    """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
+    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the best validation AUC."""
+    folder = section.path.parent / "tuning" / section.name
+    rows = []
+    for best_path in sorted(folder.glob("**/best_*.json")):
+        best = json.loads(best_path.read_text())
+        trials = best_path.with_name(f"trials_{best['arm']}.csv")
+        states = [line.split(",")[1] for line in trials.read_text().splitlines()[1:]] if trials.is_file() else []
+        completed = best.get("trials_completed", states.count("COMPLETE") if states else "?")
+        started = best.get("trials_started", len(states) or best.get("trials", "?"))
+        search = best.get("search", "not recorded (ranges of the tuner at the time)")
+        rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started} | {search} | "
+                    f"{best['best_val_auc']:.4f} |")
+    if not rows:
+        return []
+    return ["", "Tuning (validation split only; a trial counts when it completed, pruned ones do not):", "",
+            "| n | arm | trials completed of started | search space | best val AUC |", "|---|---|---|---|---|", *rows]
+
+
 def render_section(section: Section, figures: Path, link: str, repository: Path,
                    draw: bool = True) -> tuple[str, list[Path], int]:
     """One section's markdown, its figures (drawn unless ``draw`` is False) and how many of its runs are
@@ -306,7 +347,7 @@ def render_section(section: Section, figures: Path, link: str, repository: Path,
              f"{spec['seeds']}" + (f"; training subsets n = {', '.join(section.sizes)} (epochs per n "
                                    f"{spec.get('max_epochs_by_n')})" if section.sizes != ["full"] else "") +
              f"; reference arm `{section.reference}`. Model selection: highest validation AUC; the test split is "
-             "read once per run, after training.", "", *provenance]
+             "read once per run, after training.", "", _coverage(section), "", *provenance]
     for n in section.sizes:
         heading = "Whole training split" if n == "full" else f"n = {n} training items"
         lines += ["", f"### {heading}" if section.sizes != ["full"] else "", "", *_arm_table(section, n, _ARM_TABLE),
@@ -317,7 +358,7 @@ def render_section(section: Section, figures: Path, link: str, repository: Path,
                   "| method | test AUC | test accuracy | source |", "|---|---|---|---|"]
         lines += [f"| {row['method']} | {row['auc']} | {row['accuracy']} | {row['source']} |"
                   for row in spec["published"]]
-    lines += _tuning(section) + _paired_tables(section)
+    lines += _tuning(section) + _search_table(section) + _paired_tables(section)
     plots = [(plot_curves, (), figures / f"{section.name}_curves.png")]
     if section.comparisons:
         plots.append((plot_forest, (_HEADLINE,), figures / f"{section.name}_forest.png"))
@@ -339,7 +380,9 @@ def render_preamble(sections: list[Section], tests: int, untraceable: int) -> st
     cpus = sorted({_cpu(run) for run in runs})
     threads = sorted({_threads(run) for run in runs}, key=lambda t: (t == "?", t))
     folders = ", ".join(f"`{section.path.name}/`" for section in sections)
-    listing = "; ".join(f"`{s.name}` ({len(s.all_runs())} runs, seeds {len(s.spec['seeds'])} planned, n = "
+    planned = {s.name: len(s.spec["arms"]) * len(s.spec["seeds"]) * len(s.spec.get("n_train", ["full"]))
+               for s in sections}
+    listing = "; ".join(f"`{s.name}` ({len(s.all_runs())} of {planned[s.name]} planned runs; n = "
                         f"{', '.join(s.sizes)})" for s in sections)
     thread_note = f"{' or '.join(threads)} thread(s) per run"
     flag = (f"\n**{untraceable} run(s) are untraceable or dirty** (no commit recorded, a commit that is not in this "

@@ -42,7 +42,8 @@ TUNED_ARMS: dict[str, Callable[[dict], list[str]]] = {
                                      *([f"optimizer.lr={p['lr']}"] if "lr" in p else [])],
     "ce_weight_decay": lambda p: [*_CE, "optimizer.name=adamw", f"optimizer.weight_decay={p['weight_decay']}",
                                   *([f"optimizer.lr={p['lr']}"] if "lr" in p else [])],
-    "original_setup_vp": lambda p: [*_ORIGINAL_SETUP, "loss.taps=last_block",
+    # the penalty on what the dense head reads: the output of the conv stack (after the last max-pool), flattened
+    "original_setup_vp": lambda p: [*_ORIGINAL_SETUP, "loss.taps=features",
                                     *(f"loss.{key}={value}" for key, value in p.items())],
 }
 

@@ -8,6 +8,7 @@ import torch
 from pipeline.config import load_config
 from pipeline.experiments import arm_overrides, load_spec
 from pipeline.experiments.tuning import SEARCH_SPACES
+from pipeline.losses import FeatureTap
 from pipeline.networks import NetworkSpec, build_network
 
 SPEC = Path(__file__).parents[2] / "benchmarks" / "specs" / "pneumoniamnist_original_setup.yaml"
@@ -29,4 +30,9 @@ def test_original_setup_is_the_write_ups_network_input_and_grid():
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(10, (1, 1))] * 4
     assert network.head[-1].in_features == 10 * 56 * 56  # dense layer on the flattened last block, not pooled
     assert network(torch.zeros(2, 1, 224, 224)).shape == (2, 1)
+    # the penalty reads what the dense head flattens: the conv stack's output after the last max-pool
+    with FeatureTap(network, layers=vp.loss.taps) as tap:
+        network.train()
+        network(torch.zeros(2, 1, 224, 224))
+        assert [tuple(f.shape) for f in tap.features] == [(2, 10, 56, 56)]
     assert math.prod(len(d.choices) for d in SEARCH_SPACES["original_setup_vp"]) == 12
