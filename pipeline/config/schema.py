@@ -148,8 +148,8 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _dropout_supported(self) -> ModelConfig:
-        if self.dropout > 0 and self.name not in ("simplecnn", "densenet121"):
-            raise ValueError(f"dropout is supported for simplecnn and densenet121, not {self.name}")
+        if self.dropout > 0 and self.name == "efficientnet-b0":
+            raise ValueError("dropout is supported for simplecnn, densenet121 and the resnets, not efficientnet-b0")
         return self
 
 

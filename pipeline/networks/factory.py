@@ -30,13 +30,22 @@ class NetworkSpec:
 NetworkDefinition = tuple[Callable[..., nn.Module], dict[str, Any]]
 
 
+def resnet_with_head_dropout(depth: int, dropout: float, **kwargs) -> nn.Module:
+    """MONAI's ResNet of ``depth`` with dropout before its linear head (MONAI's class has no dropout argument)."""
+    network = getattr(nets, f"resnet{depth}")(**kwargs)
+    network.fc = nn.Sequential(nn.Dropout(dropout), network.fc)
+    return network
+
+
 def _resnet(depth: int) -> Callable[[NetworkSpec], NetworkDefinition]:
     def define(spec: NetworkSpec) -> NetworkDefinition:
         stem = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True} if spec.small_input else {
             "conv1_t_size": 7, "conv1_t_stride": 2}
-        return getattr(nets, f"resnet{depth}"), dict(pretrained=False, spatial_dims=spec.spatial_dims,
-                                                      n_input_channels=spec.in_channels,
-                                                      num_classes=spec.num_outputs, **stem, **spec.options)
+        kwargs = dict(pretrained=False, spatial_dims=spec.spatial_dims, n_input_channels=spec.in_channels,
+                      num_classes=spec.num_outputs, **stem, **spec.options)
+        if spec.dropout > 0:
+            return resnet_with_head_dropout, dict(depth=depth, dropout=spec.dropout, **kwargs)
+        return getattr(nets, f"resnet{depth}"), kwargs
 
     return define
 
