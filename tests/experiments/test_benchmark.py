@@ -7,7 +7,7 @@ from pipeline.experiments import arm_overrides, load_spec, run_benchmark, write_
 from pipeline.errors import ConfigError
 
 
-def tiny_spec(tmp_path, repo_root):
+def tiny_spec(tmp_path, repo_root, n_train="[full]"):
     path = tmp_path / "tiny.yaml"
     path.write_text(f"""
 name: tiny
@@ -15,6 +15,7 @@ base_config: {repo_root / 'configs' / 'pneumoniamnist_demo.yaml'}
 overrides: [training.max_epochs=1, "model.options={{channels: [4, 4, 8, 8]}}", data.batch_size=256]
 arms: [ce, vp_original]
 seeds: [0, 1]
+n_train: {n_train}
 results: results/tiny
 runs: runs
 """)
@@ -25,15 +26,15 @@ runs: runs
 def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(provenance, "_dirty_paths", lambda: ["pipeline/experiments/runner.py"])
-    spec = tiny_spec(tmp_path, repo_root)
+    spec = tiny_spec(tmp_path, repo_root, n_train="[40]")  # 40 training items: fast
     lines = []
     with pytest.raises(ConfigError, match=r"uncommitted changes under pipeline/ \(pipeline/experiments/runner.py\)"
                                           r".*--allow-dirty"):
         run_benchmark(spec, report=lines.append)
     progress = run_benchmark(spec, report=lines.append, allow_dirty=True)
     assert (progress.done, progress.total) == (4, 4)
-    assert lines[0].startswith("[1/4] ce seed 0") and "ETA" in lines[0]
-    results = sorted((tmp_path / "results" / "tiny").glob("*/seed_*.json"))
+    assert lines[0].startswith("[1/4] ce n=40 seed 0") and "ETA" in lines[0]
+    results = sorted((tmp_path / "results" / "tiny").glob("*/n_40/seed_*.json"))
     assert len(results) == 4
     record = json.loads((tmp_path / "results" / "tiny" / "spec.json").read_text())
     assert (record["results"], record["runs"]) == ("results/tiny", "runs")  # relative to the working directory
@@ -43,20 +44,22 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
     assert set(result["gaps"]) == {"accuracy_train_minus_val", "accuracy_train_minus_test", "loss_train_minus_val",
                                    "loss_train_minus_test"}
     assert "test_last_epoch" in result and result["best_epoch"] == 1 and len(result["history"]) == 1
+    assert result["subset"]["n_train"] == 40 and sum(result["subset"]["class_counts"].values()) == 40
+    assert result["train_last_epoch"]["accuracy"] >= 0 and result["val_last_epoch"]["nll"] > 0
     assert result["dirty"] is True and len(result["commit"]) == 40 and result["threads"] >= 1 and result["cpu"]
     assert {"torch", "monai", "numpy", "scipy", "optuna", "pytorch-ignite"} <= set(result["versions"])
     # resume: only the missing run is trained again
     untouched = {path: path.stat().st_mtime_ns for path in results}
-    missing = tmp_path / "results" / "tiny" / "vp_original" / "seed_1.json"
+    missing = tmp_path / "results" / "tiny" / "vp_original" / "n_40" / "seed_1.json"
     missing.unlink()
     lines.clear()
     progress = run_benchmark(spec, report=lines.append, allow_dirty=True)
-    assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2 and "vp_original seed 1" in lines[1]
+    assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2 and "vp_original n=40 seed 1" in lines[1]
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in untouched.items() if path != missing)
     written = write_report([tmp_path / "results" / "tiny"], tmp_path / "docs" / "benchmarks.md", repo_root)
     text = written[0].read_text()
     assert "| ce | 2 |" in text and "| vp_original | 2 |" in text and "Paired differences" in text
-    assert "| full | vp_original | ce |" in text and "**dirty**: 4 run(s)" in text
+    assert "| 40 | vp_original | ce |" in text and "**dirty**: 4 run(s)" in text
     assert [path.name for path in written[1:]] == ["tiny_curves.png", "tiny_forest.png"]
     assert all(path.stat().st_size > 1000 for path in written[1:])
 
