@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.experiments.provenance import Provenance, require_clean
-from pipeline.experiments.spec import BenchmarkSpec, arm_overrides, n_key
-from pipeline.experiments.subsets import FULL, subset_file
 from pipeline.config import load_config
-from pipeline.engine import load_run_config, predict_split, train
+from pipeline.engine import RunDir, predict_split, train
 from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
+from pipeline.experiments.provenance import Provenance, require_clean
+from pipeline.experiments.spec import BenchmarkSpec, arm_overrides, n_key
+from pipeline.experiments.subsets import FULL, subset_file
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
 
@@ -42,7 +42,7 @@ def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
 
 
 def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
-    config = load_run_config(run_dir)
+    config = RunDir(run_dir).config()
     probabilities, labels, task, class_names = predict_split(config, run_dir, split, which)
     metrics = classification_metrics(probabilities, labels, task, len(class_names))
     metrics.pop("confusion_matrix", None)
@@ -82,8 +82,8 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     started = time.perf_counter()
     trained = train(config, run_dir)
     selected = {split: _split_metrics(run_dir, split, "best") for split in ("train", "val", "test")}
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    history = json.loads((run_dir / "metrics.json").read_text())
+    run = RunDir(run_dir)
+    summary, history = run.summary(), run.history()
     result = {
         "spec": spec.name, "arm": arm, "seed": seed, "n_train": n, "subset": subset,
         "overrides": [o for o in overrides if not o.startswith("data.path=")],
@@ -101,7 +101,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
         },
         "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
         "train_seconds": trained.seconds, "wall_seconds": time.perf_counter() - started,
-        "hardware": summary["hardware"], **provenance,
+        "hardware": summary.hardware, **provenance,
         "history": [{key: record[key] for key in _HISTORY_KEYS} for record in history],
     }
     path = result_path(spec, arm, seed, n)

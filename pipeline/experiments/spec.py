@@ -6,10 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.config.loader import format_validation_error
+from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
 __all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for", "ARM_DESCRIPTIONS"]
@@ -22,11 +21,13 @@ _CE = ["loss.variance_weight=0", "loss.lambda_=1.0"]
 
 #: the method's original network: four 1x1 conv layers of 10 filters (its write-up used 224 px and a dense head;
 #: here the images stay at 28 px and SimpleCNN pools globally before its linear head)
-_ORIGINAL_CNN = "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"
+# SimpleCNN has no small-input stem: the arms switch off small_input that ResNet base configs set.
+_ORIGINAL_CNN = ["model.name=simplecnn", "model.small_input=false",
+                 "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"]
 #: the original write-up's whole setup: that network with a dense head on the flattened last conv block,
 #: PneumoniaMNIST nearest-upsampled to 224 px, Adam (lr 1e-3), early stopping (the engine's criterion is validation
 #: AUC; the write-up stopped on validation loss)
-_ORIGINAL_SETUP = ["model.name=simplecnn",
+_ORIGINAL_SETUP = ["model.name=simplecnn", "model.small_input=false",
                    "model.options={channels: [10, 10, 10, 10], kernel_size: 1, head: flatten, input_size: [224, 224]}",
                    "preprocessing.spatial_size=[224, 224]", "preprocessing.interpolation=nearest",
                    "optimizer.name=adam", "optimizer.lr=0.001", "training.scheduler={name: none}",
@@ -57,8 +58,8 @@ ARMS: dict[str, Callable[[dict], list[str]]] = {
     "ce_augment": lambda s: [*_CE, f"augmentation.transforms={_SAFE_AUGMENTATION}"],
     "vp_augment": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block",
                              f"augmentation.transforms={_SAFE_AUGMENTATION}"],
-    "original_cnn_ce": lambda s: [*_CE, "model.name=simplecnn", _ORIGINAL_CNN],
-    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", "model.name=simplecnn", _ORIGINAL_CNN],
+    "original_cnn_ce": lambda s: [*_CE, *_ORIGINAL_CNN],
+    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", *_ORIGINAL_CNN],
     "original_setup_ce": lambda s: [*_CE, *_ORIGINAL_SETUP],
 }
 
@@ -164,10 +165,7 @@ def load_spec(path: Path) -> BenchmarkSpec:
     if not path.is_file():
         raise ConfigError(f"benchmark spec {path} not found")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec = BenchmarkSpec.model_validate(document)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML ({error})") from None
+        spec = BenchmarkSpec.model_validate(read_yaml(path))
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, str(path), BenchmarkSpec)) from None
     base = path.resolve().parent
