@@ -52,6 +52,7 @@ class DicomOptions:
     uneven_spacing: str = "error"
     missing_slices: str = "error"
     gantry_tilt: str = "warn"
+    show_headers: bool = False  # messages may quote header fields (SeriesDescription); off unless the user asks
 
 
 DEFAULT_DICOM = DicomOptions()
@@ -215,7 +216,8 @@ def _classify(directory: Path) -> tuple[dict[str, list[tuple[Path, pydicom.Datas
     return groups, skipped
 
 
-def scan_series(directory: Path, series_uid: str | None = None) -> tuple[SeriesInfo, pydicom.Dataset]:
+def scan_series(directory: Path, series_uid: str | None = None,
+                show_headers: bool = False) -> tuple[SeriesInfo, pydicom.Dataset]:
     """Group a directory's DICOM image files by SeriesInstanceUID and pick one.
 
     Files that are not DICOM, and DICOM objects that are not images (DICOMDIR, structured reports, presentation
@@ -223,7 +225,7 @@ def scan_series(directory: Path, series_uid: str | None = None) -> tuple[SeriesI
 
     Raises:
         DataError: when the directory holds no DICOM image, or several series and none is selected (the message
-            lists each series' UID, description and slice count).
+            lists each series' UID and slice count, and with ``show_headers`` its SeriesDescription).
     """
     if not any(True for _ in directory.iterdir()):
         raise DataError(f"{directory}: empty directory, expected a DICOM series")
@@ -238,8 +240,11 @@ def scan_series(directory: Path, series_uid: str | None = None) -> tuple[SeriesI
             raise DataError(f"{directory}: series {series_uid} not found; series here: {', '.join(groups)}")
         chosen = series_uid
     elif len(groups) > 1:
-        listing = "; ".join(f"{uid} ({members[0][1].get('SeriesDescription', '') or 'no description'}, "
-                            f"{len(members)} slices)" for uid, members in groups.items())
+        def described(header: pydicom.Dataset) -> str:
+            return f"{header.get('SeriesDescription', '') or 'no description'}, " if show_headers else ""
+
+        listing = "; ".join(f"{uid} ({described(members[0][1])}{len(members)} slices)"
+                            for uid, members in groups.items())
         raise DataError(f"{directory}: {len(groups)} series, select one with data.dicom.series_uid: {listing}")
     else:
         chosen = next(iter(groups))
@@ -540,7 +545,7 @@ def read_dicom(path: Path, options: DicomOptions = DEFAULT_DICOM) -> tuple[MetaT
             problems set to ``"error"``, a zero PixelSpacing, or pixel data that cannot be decoded.
     """
     if path.is_dir():
-        series, first = scan_series(path, options.series_uid)
+        series, first = scan_series(path, options.series_uid, options.show_headers)
         frames = []
         for file in series.files:
             decoded, _ = _frames(file)
