@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from pipeline.engine.components import autocast_dtype, make_network, prepare_dat
 from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
 from pipeline.errors import ConfigError, DataError
-from pipeline.evaluation import metrics_with_intervals
+from pipeline.evaluation import metrics_with_intervals, write_evaluation_figures
 
 __all__ = ["load_run_config", "load_run_summary", "checkpoint_path", "load_weights", "predict_split", "evaluate_run"]
 
@@ -103,24 +104,39 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
 
 
 def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -> dict:
-    """Write ``metrics_<split>.json`` and ``predictions_<split>.csv`` into ``run_dir`` and return the metrics."""
+    """Write ``metrics_<split>.json``, ``predictions_<split>.csv`` and the split's figures (``roc_<split>.png``,
+    ``calibration_<split>.png``, ``confusion_<split>.png``) into ``run_dir``.
+
+    Returns:
+        the report as written to ``metrics_<split>.json``, plus ``files`` (the paths written) and ``seconds``
+        (``inference``, ``bootstrap``, ``figures``: where the time went).
+    """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split {split!r}: expected train, val or test")
     which = which or config.evaluation.checkpoint
+    started = time.perf_counter()
     probs, labels, task, class_names = predict_split(config, run_dir, split, which)
+    predicted = time.perf_counter()
     metrics = metrics_with_intervals(probs, labels, task, len(class_names),
                                      bootstrap_samples=config.evaluation.bootstrap_samples,
                                      confidence=config.evaluation.confidence, seed=config.training.seed)
+    bootstrapped = time.perf_counter()
     report = {"split": split, "checkpoint": which, "items": int(len(labels)), "task": task,
               "class_names": class_names, "confidence": config.evaluation.confidence,
               "bootstrap_samples": config.evaluation.bootstrap_samples, "metrics": metrics}
-    (run_dir / f"metrics_{split}.json").write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
-    _write_predictions(run_dir / f"predictions_{split}.csv", probs, labels, task, class_names)
-    logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run_dir.name, split, metrics["accuracy"]["value"],
-                metrics["auc"]["value"], len(labels))
-    return report
+    files = [run_dir / f"metrics_{split}.json", run_dir / f"predictions_{split}.csv"]
+    files[0].write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
+    _write_predictions(files[1], probs, labels, task, class_names)
+    figures_started = time.perf_counter()
+    files += write_evaluation_figures(run_dir, split, probs, labels, task, class_names,
+                                      f"{run_dir.name}, {split} ({len(labels)} items, {which} checkpoint)")
+    logger.debug("%s %s: accuracy %.4f, AUC %.4f (%d items)", run_dir.name, split, metrics["accuracy"]["value"],
+                 metrics["auc"]["value"], len(labels))
+    seconds = {"inference": predicted - started, "bootstrap": bootstrapped - predicted,
+               "figures": time.perf_counter() - figures_started}
+    return {**report, "files": files, "seconds": seconds}
 
 
 def _write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, task: str, class_names: list[str]) -> None:

@@ -10,23 +10,16 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import monai
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
+from ignite.handlers import Checkpoint, EarlyStopping
 from ignite.metrics import Accuracy, Average, Loss
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import (
-    ROCAUC,
-    LrScheduleHandler,
-    StatsHandler,
-    TensorBoardStatsHandler,
-    ValidationHandler,
-    stopping_fn_from_metric,
-)
+from monai.handlers import ROCAUC, LrScheduleHandler, ValidationHandler, stopping_fn_from_metric
 from monai.utils import CommonKeys as Keys
 from monai.utils import set_determinism
 from torch import nn
@@ -54,6 +47,7 @@ from pipeline.engine.components import (
 )
 from pipeline.engine.distributed import DistributedContext, current_context
 from pipeline.engine.history import EpochHistory, json_safe, write_table
+from pipeline.engine.logging_handlers import EpochLog, PhaseTimer, attach_progress, attach_tensorboard, write_hparams
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
 from pipeline.engine.resume import DataOrder, MetricStates, RandomStates, StateAttributes, randomizable_transforms
 from pipeline.engine.rundir import SUMMARY_FILE, create_run_dir, run_lock
@@ -73,6 +67,9 @@ class TrainResult:
     best_epoch: int
     best_val_auc: float
     seconds: float
+    #: wall seconds of the parts of ``train``: ``data`` (reading, preprocessing, caching), ``validation`` (inside
+    #: ``seconds``)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def hardware_description(device: torch.device) -> str:
@@ -172,8 +169,10 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
     _seed_everything(config, device, context.rank)
     amp_dtype = autocast_dtype(config, device)
 
+    data_started = time.perf_counter()
     data = prepare_data(config, splits=("train", "val"), cache_dir=run_dir / "cache", device=device,
                         distributed=context.enabled)
+    data_seconds = time.perf_counter() - data_started
     info = data.info
     if main:
         write_table(run_dir / "splits.csv", data.split_table, ("item", "label", "split", "patient"))
@@ -216,31 +215,19 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         amp=amp_dtype is not None,
         amp_kwargs=amp_kwargs,
         decollate=False,
-        val_handlers=[_stats_handler("medvp.validation", output_transform=lambda output: None,
-                                     iteration_log=False)] if main else None,
     )
+    validation_timer = PhaseTimer(evaluator)
     best_saver = Checkpoint({"network": network}, AtomicDiskSaver(checkpoint_dir, filename=BEST_CHECKPOINT),
                             score_function=lambda engine: float(engine.state.metrics[KEY_METRIC]),
                             score_name=KEY_METRIC, n_saved=1)
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_saver)  # AtomicDiskSaver writes on rank 0 only
-    if writer is not None:
-        TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda output: None, iteration_log=False,
-                                global_epoch_transform=lambda epoch: trainer.state.epoch).attach(evaluator)
 
     history = EpochHistory(run_dir, evaluator, title=f"{config.output.name}: {config.model.name}", write=main)
     train_handlers = [ValidationHandler(validator=evaluator, interval=1, epoch_level=True), history]
     if scheduler is not None:
         train_handlers.append(LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True))
-    log_every = max(1, len(data.loaders["train"]) // 50)
     if main:
-        train_handlers += [
-            _stats_handler("medvp.train", tag_name="train_loss", output_transform=lambda output: None,
-                           iteration_log=False),
-            # Reading the loss is a host-device sync: at most about 50 points per epoch, not one per step.
-            TensorBoardStatsHandler(summary_writer=writer, epoch_log=True,
-                                    iteration_log=lambda _, iteration: iteration % log_every == 0,
-                                    output_transform=lambda output: output[Keys.LOSS].item()),
-        ]
+        train_handlers.append(EpochLog(history, config.training.max_epochs))
     train_metrics = {
         "train_accuracy": Accuracy(output_transform=accuracy_output(info.task),
                                    is_multilabel=info.task == "multilabel"),
@@ -263,6 +250,9 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         decollate=False,
         train_handlers=train_handlers,
     )
+    if writer is not None:  # reading the loss is a host-device sync: about 50 points per epoch, not one per step
+        attach_tensorboard(writer, trainer, evaluator, lambda: loss.last_terms,
+                           every=max(1, len(data.loaders["train"]) // 50))
     if context.enabled:  # a new shuffle every epoch; registered before a resumed run replays its epoch's order
         sampler = data.loaders["train"].sampler
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
@@ -301,8 +291,9 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
         trainer.add_event_handler(Events.ITERATION_COMPLETED(
             event_filter=lambda _, iteration: iteration % every == 0 and iteration % epoch_length != 0),
             iteration_saver)
-    if main and _want_progress_bar(config.training.progress_bar):
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": output[Keys.LOSS].item()})
+    if main:
+        attach_progress(trainer, evaluator, _want_progress_bar(config.training.progress_bar),
+                        config.training.max_epochs)
 
     resumed_from = None
     if resumed is not None:
@@ -313,6 +304,9 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
     try:
         if not _finished(trainer, early_stopping):
             trainer.run()
+        if writer is not None:
+            write_hparams(writer, config, float(evaluator.state.best_metric), int(evaluator.state.best_metric_epoch),
+                          trainer.state.epoch)
     finally:
         if writer is not None:
             writer.close()
@@ -321,10 +315,13 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
     seconds = time.perf_counter() - started
     result = TrainResult(run_dir=run_dir, epochs_run=trainer.state.epoch,
                          best_epoch=int(evaluator.state.best_metric_epoch),
-                         best_val_auc=float(evaluator.state.best_metric), seconds=seconds)
+                         best_val_auc=float(evaluator.state.best_metric), seconds=seconds,
+                         timings={"data": data_seconds, "validation": validation_timer.seconds})
     summary = {
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
-        "train_seconds": round(seconds, 2), "resumed_from": resumed_from, "hardware": hardware_description(device),
+        "train_seconds": round(seconds, 2), "data_seconds": round(data_seconds, 2),
+        "validation_seconds": round(validation_timer.seconds, 2), "resumed_from": resumed_from,
+        "hardware": hardware_description(device),
         "deterministic": config.training.deterministic,
         "autocast": str(amp_dtype) if amp_dtype else None, "task": info.task, "class_names": info.class_names,
         "in_channels": info.in_channels, "spatial_dims": info.spatial_dims, "input_shape": list(sample_shape),
@@ -340,16 +337,9 @@ def _train(config: Config, run_dir: Path, resume: bool, on_validation: Callable[
                                   "sync_batchnorm": config.training.sync_batchnorm}
     if main:
         (run_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
-    logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
-                result.best_val_auc, result.best_epoch)
+    logger.debug("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", result.epochs_run, seconds,
+                 result.best_val_auc, result.best_epoch)
     return result
-
-
-def _stats_handler(name: str, **kwargs) -> StatsHandler:
-    """MONAI's StatsHandler, whose own logger follows this package's level (``--quiet`` silences it)."""
-    handler = StatsHandler(name=name, **kwargs)
-    handler.logger.setLevel(logger.getEffectiveLevel())
-    return handler
 
 
 def _finished(trainer: SupervisedTrainer, early_stopping: EarlyStopping | None) -> bool:
