@@ -38,10 +38,9 @@ _QUIETER = {
     "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR,
     # ignite logs an engine's exception (with its traceback) before re-raising it; medvp reports it once.
     "ignite.engine": logging.CRITICAL,
-    # MONAI's and ignite's own INFO lines (engine start/finish, handler set-up) repeat what medvp's lines say.
-    "monai": logging.WARNING,
+    # ignite's own INFO lines (engine run starting/finished, handler set-up) repeat what medvp's lines say. MONAI's
+    # stay: medvp's training attaches none of MONAI's chatty handlers, and what the bundle verifier says is wanted.
     "ignite": logging.WARNING,
-    "optuna": logging.WARNING,
 }
 
 
@@ -78,8 +77,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def adopt_library_loggers(debug: bool = False) -> None:
     """Route every MONAI, ignite and Optuna logger created so far to the root handler, and quieten their chatter.
 
-    Call it again after importing a library that configures its loggers at import time (Optuna does).
+    Call it again after importing a library that configures its loggers at import time (MONAI and Optuna do).
     """
+    level = logging.getLogger().level
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if not isinstance(logger, logging.Logger) or not name.startswith(LIBRARIES):
             continue
@@ -93,7 +93,7 @@ def adopt_library_loggers(debug: bool = False) -> None:
     if optuna is not None:  # its own handler is re-added by optuna.logging unless switched off there
         optuna.logging.disable_default_handler()
         optuna.logging.enable_propagation()
-        optuna.logging.set_verbosity(logging.DEBUG if debug else logging.WARNING)
+        optuna.logging.set_verbosity(level)  # its trial results are INFO lines
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None, rank: int = 0) -> None:

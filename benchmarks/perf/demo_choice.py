@@ -11,6 +11,7 @@ validation AUC is within TOLERANCE of the former demo's (the first candidate).
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import tempfile
 import time
@@ -32,6 +33,7 @@ CANDIDATES = (
     ("16/16/32/32, batch 64, 10 epochs", ["model.options.channels=[16,16,32,32]", "training.max_epochs=10"]),
     ("16/16/32/32, batch 64, 8 epochs", ["model.options.channels=[16,16,32,32]", "training.max_epochs=8"]),
     ("32/32/64/64, batch 64, 8 epochs", ["training.max_epochs=8"]),
+    ("32/32/64/64, batch 64, 10 epochs", ["training.max_epochs=10"]),
 )
 
 
@@ -53,8 +55,6 @@ def run_candidate(name: str, overrides: list[str], root: Path) -> dict:
 
 
 def result_history(run_dir: Path) -> list[dict]:
-    import json
-
     return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
@@ -62,8 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU seconds compare best at 1)")
     parser.add_argument("--only", type=int, nargs="*", default=None, help="candidate indices to run")
+    parser.add_argument("--merge", type=Path, nargs="*", default=None,
+                        help="instead of training, combine the runs of earlier outputs (candidates run in parallel)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.merge:
+        runs = [run for path in args.merge for run in json.loads(path.read_text(encoding="utf-8"))["runs"]]
+        threads = {json.loads(path.read_text(encoding="utf-8"))["threads"] for path in args.merge}
+        _write(runs, threads.pop() if len(threads) == 1 else sorted(threads), args.out)
+        return
     configure_logging("quiet")
     torch.set_num_threads(args.threads)
     chosen = [CANDIDATES[i] for i in args.only] if args.only is not None else list(CANDIDATES)
@@ -72,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         for name, overrides in chosen:
             runs.append(run_candidate(name, overrides, Path(folder)))
             print(runs[-1], flush=True)
+    _write(runs, args.threads, args.out)
+
+
+def _write(runs: list[dict], threads: int | list[int], out: Path | None) -> None:
     former = next((run for run in runs if run["name"].startswith("former")), None)
     keep = None
     if former is not None:
@@ -79,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         keep = min(eligible, key=lambda run: run["train_cpu_seconds"])["name"]
     path = write_record("demo_choice", torch.device("cpu"),
                         {"rule": f"cheapest training (CPU s) with best validation AUC within {TOLERANCE} of the "
-                                 "former demo's; the test split is not read", "threads": args.threads,
-                         "runs": runs, "chosen": keep}, args.out)
+                                 "former demo's; the test split is not read", "threads": threads,
+                         "runs": runs, "chosen": keep}, out)
     print(f"chosen: {keep}; written: {path}")
 
 

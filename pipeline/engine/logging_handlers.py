@@ -45,8 +45,8 @@ def clock(seconds: float) -> str:
 class EpochLog:
     """Log one line per epoch from the history's latest record::
 
-        epoch  3/15  train loss 0.2143 (cls 0.2021, var 1.2160) acc 0.9171 | val loss 0.2532 acc 0.9046
-        AUC 0.9805 best | 4.1 s [00:12<00:49]
+        epoch  3/15  train loss 0.214 (cls 0.202, var 1.216) acc 0.917 | val loss 0.253 acc 0.905 AUC 0.9805 best
+        [00:12<00:49]
 
     ``[elapsed<remaining]`` is the whole run's: time since training (re)started, and the mean epoch time so far
     times the epochs left (early stopping may end the run sooner). Attach it after the history.
@@ -69,11 +69,11 @@ class EpochLog:
     def line(self, record: dict, best: bool, elapsed: float, epochs_done: int) -> str:
         remaining = elapsed / max(epochs_done, 1) * (self.max_epochs - record["epoch"])
         width = len(str(self.max_epochs))
-        return (f"epoch {record['epoch']:>{width}}/{self.max_epochs}  train loss {record['train_loss']:.4f} "
-                f"(cls {record['train_classification']:.4f}, var {record['train_variance']:.4f}) "
-                f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
-                f"acc {record['val_accuracy']:.4f} AUC {record['val_auc']:.4f}{' best' if best else ''} | "
-                f"{record['epoch_seconds']:.1f} s [{clock(elapsed)}<{clock(remaining)}]")
+        return (f"epoch {record['epoch']:>{width}}/{self.max_epochs}  train loss {record['train_loss']:.3f} "
+                f"(cls {record['train_classification']:.3f}, var {record['train_variance']:.3f}) "
+                f"acc {record['train_accuracy']:.3f} | val loss {record['val_loss']:.3f} "
+                f"acc {record['val_accuracy']:.3f} AUC {record['val_auc']:.4f}{' best' if best else ''} "
+                f"[{clock(elapsed)}<{clock(remaining)}]")
 
     def _log(self, trainer: Engine) -> None:
         records = self.history.records
