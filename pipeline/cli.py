@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from multiprocessing.dummy import DummyProcess
 from pathlib import Path
 
 from pipeline.errors import ConfigError, MedvpError
@@ -36,6 +40,8 @@ def _flags() -> argparse.ArgumentParser:
                        help="debug logging, library warnings, and tracebacks for errors")
     group.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                        help="log warnings and errors only (results are still printed)")
+    group.add_argument("--show-headers", action="store_true", default=argparse.SUPPRESS,
+                       help="let messages quote DICOM header fields (SeriesDescription; they can identify a patient)")
     return flags
 
 
@@ -72,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version(), help="print the versions and exit")
     parser.add_argument("--debug", action="store_true", help="debug logging, library warnings, and tracebacks")
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only (results still printed)")
+    parser.add_argument("--show-headers", action="store_true",
+                        help="let messages quote DICOM header fields (SeriesDescription; they can identify a patient)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = _verb(verbs, "train", "train from a YAML config, then evaluate the configured splits",
@@ -280,6 +288,27 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise MedvpError(f"{flag} = {value}: expected a positive number")
+
+
+def _check_destination(path: Path, flag: str, kind: str = "file") -> None:
+    """Refuse up front an output ``path`` (a ``kind``: file or folder) that cannot be made: below a regular file,
+    or an existing folder where a file goes (or the other way round)."""
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise MedvpError(f"{flag} {path}: a folder; expected a file name")
+        if kind == "folder" and not path.is_dir():
+            raise MedvpError(f"{flag} {path}: an existing file; expected a folder")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MedvpError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
+
+
 def _expected_error(error: BaseException) -> MedvpError | None:
     """The user-facing error behind ``error``: MONAI's engines and transforms wrap what they call raised."""
     seen = set()
@@ -295,6 +324,8 @@ def _preview(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.engine.preview import write_preview
 
+    _check_positive(args.count, "--count")
+    _check_destination(args.out, "--out")
     config = load_config(args.config, args.overrides)
     print(f"written: {write_preview(config, args.out, args.count)}")
     return 0
@@ -318,6 +349,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from pipeline.experiments.tuning import tune
 
+    _check_positive(args.trials, "--trials")
+    _check_destination(args.out, "--out", kind="folder")
     config, overrides = args.config, list(args.overrides)
     if (config is None) == (args.spec is None):
         raise ConfigError("medvp tune: give either CONFIG or --spec SPEC")
@@ -335,6 +368,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pipeline.experiments.report import PREAMBLE, write_report
 
+    _check_destination(args.out, "--out")
     print(f"written: {write_report(args.results, args.out, PREAMBLE)}")
     return 0
 
@@ -342,6 +376,8 @@ def _report(args: argparse.Namespace) -> int:
 def _make_demo_dicom(args: argparse.Namespace) -> int:
     from pipeline.data.demo_dicom import write_demo_dicom
 
+    _check_positive(args.per_class, "--per-class")
+    _check_destination(args.out, "make-demo-dicom OUT", kind="folder")
     demo = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist.npz"
     if not demo.is_file():
         raise MedvpError(f"{demo}: the embedded demo dataset is missing (install medvp from its repository)")
@@ -353,6 +389,7 @@ def _make_demo_dicom(args: argparse.Namespace) -> int:
 def _export_bundle(args: argparse.Namespace) -> int:
     from pipeline.bundle import export_bundle, verify_bundle
 
+    _check_destination(args.out_dir, "export-bundle OUT_DIR", kind="folder")
     bundle = export_bundle(args.run_dir, args.out_dir, version=args.bundle_version, authors=args.authors,
                            modality=args.modality, checkpoint=args.checkpoint)
     verify_bundle(bundle)
@@ -367,8 +404,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from pipeline.inference import collect_inputs, load_model, predict, usable_items, write_predictions, write_saliency
 
-    if args.batch_size < 1:
-        raise MedvpError(f"--batch-size = {args.batch_size}: expected a positive number")
+    _check_positive(args.batch_size, "--batch-size")
+    _check_destination(args.out, "--out")
+    if args.saliency is not None:
+        _check_destination(args.saliency, "--saliency", kind="folder")
     model = load_model(args.model, trust_bundle=args.trust_bundle, checkpoint=args.checkpoint)
     items = usable_items(model, collect_inputs(args.inputs, numpy_order=model.numpy_order))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -382,11 +421,31 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shut_down_workers(timeout: float = 60.0) -> None:
+    """Let the threads and processes that read data for a failed run end before the interpreter does.
+
+    MONAI's ``CacheDataset`` fills its cache on a ``multiprocessing.pool.ThreadPool``: when an item fails, the
+    exception reaches here while the pool's (daemon) worker threads still finish the items they hold. A daemon thread
+    inside torch's C++ code when the interpreter finalizes is ended by ``pthread_exit`` through C++ frames, which
+    aborts the process ("terminate called without an active exception", exit 134) after the error line. Loader worker
+    processes of iterators the failed engine dropped are shut down once those iterators are collected.
+    """
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if isinstance(thread, DummyProcess) and thread.is_alive():  # the pool's workers; the handlers end with them
+            thread.join(max(0.0, deadline - time.monotonic()))
+    for process in multiprocessing.active_children():
+        process.join(max(0.0, deadline - time.monotonic()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started, started_wall = time.perf_counter(), time.time()
     args = build_parser().parse_args(argv)
     args.started, args.started_wall = started, started_wall  # for the time split and the files written
     _configure_logging(args.debug, args.quiet)
+    if args.show_headers and hasattr(args, "overrides"):
+        args.overrides.append("data.dicom.show_headers=true")
     verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
              "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report,
              "tune": _tune, "export-bundle": _export_bundle, "predict": _predict}
@@ -398,9 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         for line in str(expected).splitlines():
             print(f"medvp: error: {line}", file=sys.stderr)
+        _shut_down_workers()
         return 2
     except KeyboardInterrupt:
         print("medvp: interrupted; checkpoints up to the last finished epoch are kept", file=sys.stderr)
+        _shut_down_workers()
         return 130
 
 

@@ -50,19 +50,19 @@ def network_target(factory: Any) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def _plain(value: Any) -> Any:
+def _lists_for_yaml(value: Any) -> Any:
     """Tuples as lists, so the YAML stays plain."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _lists_for_yaml(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_lists_for_yaml(item) for item in value]
     return value
 
 
 def network_def(spec: NetworkSpec) -> dict[str, Any]:
     """``network_def``: the same class and arguments :func:`pipeline.networks.build_network` uses."""
     factory, kwargs = network_definition(spec)
-    return {"_target_": network_target(factory), **_plain(kwargs)}
+    return {"_target_": network_target(factory), **_lists_for_yaml(kwargs)}
 
 
 def is_monai_network(network_def_: dict[str, Any]) -> bool:
@@ -144,7 +144,7 @@ def train_config(run_config: dict[str, Any], data_file_name: str) -> dict[str, A
     ``python -m monai.bundle run --config_file configs/train.yaml --data_path /path/to/file.npz``
     (``--medvp#training#max_epochs 5`` overrides any setting).
     """
-    medvp = _plain(run_config)
+    medvp = _lists_for_yaml(run_config)
     medvp["data"] = {**medvp["data"], "path": "@data_path"}
     medvp["output"] = {**medvp.get("output", {}), "root": "@output_root"}
     return {

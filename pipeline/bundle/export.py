@@ -40,8 +40,8 @@ from pipeline.bundle.metadata import (
     schema_path,
 )
 from pipeline.bundle.readme import bundle_license, bundle_readme
-from pipeline.engine.components import network_spec
-from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary
+from pipeline.engine.builders import network_spec
+from pipeline.engine.rundir import RunDir
 from pipeline.errors import DataError
 
 __all__ = ["export_bundle", "verify_bundle"]
@@ -49,10 +49,6 @@ __all__ = ["export_bundle", "verify_bundle"]
 logger = logging.getLogger(__name__)
 
 _COPYRIGHT_DATA = "training data: MedMNIST v2 (Yang et al., 2023), CC BY 4.0, and its source dataset"
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _required_packages(spatial_dims: int, uses_medvp: bool) -> dict[str, str]:
@@ -70,11 +66,6 @@ def _required_packages(spatial_dims: int, uses_medvp: bool) -> dict[str, str]:
     return packages
 
 
-def _weights(run_dir: Path, which: str) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint_path(run_dir, which), map_location="cpu", weights_only=True)
-    return state["network"] if isinstance(state.get("network"), dict) else state
-
-
 def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors: str = "medvp",
                   modality: str = "unspecified", checkpoint: str | None = None) -> Path:
     """Write the bundle of ``run_dir`` into ``out_dir`` (which must be new or empty) and return ``out_dir``.
@@ -90,20 +81,20 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     Raises:
         DataError: when ``run_dir`` is not a finished run or ``out_dir`` holds files.
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    config = load_run_config(run_dir)
-    summary, info = load_run_summary(run_dir)
+    run_dir, out_dir, run = Path(run_dir), Path(out_dir), RunDir(run_dir)
+    config, run_summary = run.config(), run.summary()
+    info, summary = run_summary.info, run_summary.model_dump(mode="json")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; choose a new bundle folder")
     which = checkpoint or config.evaluation.checkpoint
     input_shape = list(summary["input_shape"])
     spec = network_spec(config, info)
-    run_config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    run_config = run.config_document()
     data_name = Path(run_config["data"]["path"]).name
 
     for folder in ("configs", "models", "docs"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    torch.save(_weights(run_dir, which), out_dir / "models" / "model.pt")
+    torch.save(run.weights(which), out_dir / "models" / "model.pt")
     numpy_order = config.data.source == "medmnist"
     inference = inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size, numpy_order)
     for name, document in (("inference.yaml", inference), ("train.yaml", train_config(run_config, data_name))):
@@ -111,8 +102,7 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     (out_dir / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
 
     uses_medvp = not is_monai_network(network_def(spec))
-    reports = {split: _read_json(run_dir / f"metrics_{split}.json") for split in ("val", "test")
-               if (run_dir / f"metrics_{split}.json").is_file()}
+    reports = {split: run.metrics(split) for split in ("val", "test") if run.metrics(split) is not None}
     classes = ", ".join(info.class_names)
     metadata = {
         "schema": SCHEMA_URL,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.kinds import Split
 from pipeline.losses import TAP_CHOICES
 from pipeline.networks import NETWORKS
 from pipeline.transforms.policy import check_augmentation
@@ -27,11 +28,11 @@ __all__ = [
 ]
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
-Split = Literal["train", "val", "test"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float of every section is finite (an lr of .inf or a loss weight of .nan is refused)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DicomConfig(_Section):
@@ -39,6 +40,8 @@ class DicomConfig(_Section):
     uneven_spacing: Literal["error", "warn"] = "error"
     missing_slices: Literal["error", "warn"] = "error"
     gantry_tilt: Literal["error", "warn"] = "warn"
+    show_headers: bool = Field(False, description="let messages quote DICOM header fields such as SeriesDescription "
+                               "(they can identify a patient); `medvp --show-headers` sets it")
 
 
 class DataConfig(_Section):
@@ -57,6 +60,8 @@ class DataConfig(_Section):
     split_fractions: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15), description="train/val/test shares when the data gives no split (patient-grouped)")
     split_seed: int = 0
+    max_pixels: Annotated[int, Field(ge=1)] = Field(
+        2**28, description="refuse an image with more pixels (voxels) per channel than this (2**28: 1 GiB of float32)")
     dicom: DicomConfig = DicomConfig()
 
     @field_validator("split_fractions")
@@ -135,7 +140,8 @@ class AugmentationConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "resnet18"
-    small_input: bool = Field(False, description="ResNet stem for 28-px images: 3x3 conv, stride 1, no max-pool")
+    small_input: bool = Field(False, description="stem for 28-px images (3x3 conv, stride 1, no max-pool) where "
+                              "the network supports it (ResNets)")
     dropout: Probability = 0.0
     options: dict = Field(default_factory=dict, description="extra keyword arguments of the network class")
 
@@ -147,9 +153,15 @@ class ModelConfig(_Section):
         return name
 
     @model_validator(mode="after")
-    def _dropout_supported(self) -> ModelConfig:
-        if self.dropout > 0 and self.name not in ("simplecnn", "densenet121"):
-            raise ValueError(f"dropout is supported for simplecnn and densenet121, not {self.name}")
+    def _supported(self) -> ModelConfig:
+        """What the network registry says this network supports."""
+        entry = NETWORKS[self.name]
+        if self.dropout > 0 and not entry.dropout:
+            supported = sorted(name for name, other in NETWORKS.items() if other.dropout)
+            raise ValueError(f"dropout is supported for {', '.join(supported)}, not {self.name}")
+        if self.small_input and not entry.small_input:
+            supported = sorted(name for name, other in NETWORKS.items() if other.small_input)
+            raise ValueError(f"small_input is supported for {', '.join(supported)}, not {self.name}")
         return self
 
 
@@ -201,9 +213,21 @@ class OutputConfig(_Section):
     root: Path = Field(Path("runs"), description="folder that holds run directories (relative: to the cwd)")
     name: str | None = Field(None, description="run directory name; default: the config file's name")
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        """A single folder inside ``output.root``: no separators, no ``.``/``..``, nothing hidden or unprintable."""
+        if name is None:
+            return name
+        if (not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name
+                or not name.isprintable() or len(name.encode("utf-8")) > 200):
+            raise ValueError("expected a single folder name (no / or \\, not . or .., not hidden, printable, "
+                             "at most 200 bytes)")
+        return name
+
 
 class EvaluationConfig(_Section):
-    splits: list[Split] = Field(["test"], description="splits evaluated after training with the chosen checkpoint")
+    splits: list[Split] = Field([Split.TEST], description="splits evaluated after training with the chosen checkpoint")
     checkpoint: Literal["best", "last"] = "best"
     bootstrap_samples: Annotated[int, Field(ge=0)] = 1000
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95

@@ -7,10 +7,14 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ignite.engine import Engine, Events
 
 from pipeline.evaluation import plot_curves
+
+if TYPE_CHECKING:  # rundir writes its summary with json_safe from here
+    from pipeline.engine.rundir import RunDir
 
 __all__ = ["EpochHistory", "json_safe", "write_table"]
 
@@ -38,18 +42,18 @@ def write_table(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
 
 
 class EpochHistory:
-    """Collect train and validation metrics after each epoch; rewrite ``metrics.csv`` and ``metrics.json`` in
-    ``run_dir`` so that a crash keeps everything up to the last finished epoch, and ``curves.png`` when training
-    ends and during training at most every ``plot_every`` seconds (drawing it costs about half a CPU second: on
-    every epoch of a short run that was a tenth of the demo's time).
+    """Collect train and validation metrics after each epoch; rewrite the run's ``metrics.csv`` and ``metrics.json``
+    (see :class:`~pipeline.engine.rundir.RunDir`) so that a crash keeps everything up to the last finished epoch,
+    and ``curves.png`` when training ends and during training at most every ``plot_every`` seconds (drawing it
+    costs about half a CPU second: on every epoch of a short run that was a tenth of the demo's time).
 
     Attach it to the trainer after the validation handler, so the epoch's validation metrics exist. With ``write``
     False (the other processes of a distributed run) it keeps the records, for checkpoints, and writes nothing.
     """
 
-    def __init__(self, run_dir: Path, evaluator: Engine, title: str = "", write: bool = True,
+    def __init__(self, run: RunDir, evaluator: Engine, title: str = "", write: bool = True,
                  plot_every: float = 30.0) -> None:
-        self.run_dir = run_dir
+        self.run = run
         self.evaluator = evaluator
         self.title = title
         self.write = write
@@ -66,7 +70,7 @@ class EpochHistory:
     def plot(self) -> None:
         """Redraw ``curves.png`` from the records so far."""
         if self.write and self.records:
-            plot_curves(self.records, self.run_dir / "curves.png", self.title)
+            plot_curves(self.records, self.run.curves, self.title)
         self._plotted = time.perf_counter()
 
     def state_dict(self) -> dict[str, list[dict]]:
@@ -96,7 +100,7 @@ class EpochHistory:
         self.records.append(record)
         if not self.write:
             return
-        write_table(self.run_dir / "metrics.csv", self.records, COLUMNS)
-        (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
+        write_table(self.run.history_csv, self.records, COLUMNS)
+        self.run.history_json.write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
         if time.perf_counter() - self._plotted >= self.plot_every:
             self.plot()

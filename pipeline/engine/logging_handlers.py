@@ -1,9 +1,10 @@
-"""What a training run shows while it runs: one line per epoch, progress, and TensorBoard scalars.
+"""What a training run shows while it runs: one line per epoch, progress, TensorBoard, the line describing the run.
 
 - :class:`EpochLog`: one INFO line per epoch with the train and validation metrics of the epoch's
   :class:`~pipeline.engine.history.EpochHistory` record, a mark at a new best validation AUC, and the elapsed and
-  remaining time of the whole run.
-- :func:`attach_progress`: in a terminal, ignite's ``ProgressBar`` for training and validation (log lines are
+  remaining time of the whole run (MONAI's StatsHandler is not attached: its per-epoch "Key metric" lines and its
+  own log format were what a user saw before).
+- :func:`attach_progress_bar`: in a terminal, ignite's ``ProgressBar`` for training and validation (log lines are
   written above the bars, see :mod:`pipeline.logs`); otherwise (output to a file) an INFO line every quarter of
   an epoch.
 - :func:`attach_tensorboard` and :func:`write_hparams`: MONAI's ``TensorBoardStatsHandler`` with the total loss,
@@ -14,8 +15,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
@@ -24,15 +27,22 @@ from monai.utils import CommonKeys as Keys
 from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.config import Config
+from pipeline.engine.builders import TrainingParts
+from pipeline.engine.distributed import DistributedContext
 from pipeline.engine.history import EpochHistory
 
-__all__ = ["EpochLog", "FileProgress", "PhaseTimer", "attach_progress", "attach_tensorboard", "write_hparams", "clock"]
+__all__ = ["EpochLog", "FileProgress", "PhaseTimer", "open_writer", "epoch_log_handlers", "attach_progress_bar",
+           "attach_tensorboard", "write_hparams", "log_run", "clock"]
 
 logger = logging.getLogger("pipeline.engine.train")
 
 #: a line every this fraction of an epoch when there is no progress bar
 PROGRESS_FRACTION = 0.25
 
+
+def open_writer(tensorboard_dir: Path, context: DistributedContext) -> SummaryWriter | None:
+    """The TensorBoard writer of the run; None on the processes that write nothing (all but rank 0)."""
+    return SummaryWriter(log_dir=str(tensorboard_dir)) if context.is_main else None
 
 def clock(seconds: float) -> str:
     """``75.2`` -> ``01:15``; an hour or more -> ``1:02:03``."""
@@ -121,14 +131,23 @@ class PhaseTimer:
         self.seconds += time.perf_counter() - self._started
 
 
-def attach_progress(trainer: Engine, evaluator: Engine, bar: bool, max_epochs: int) -> None:
-    """Progress bars for training and validation (``bar``) or, for output to a file, :class:`FileProgress`.
+def epoch_log_handlers(history: EpochHistory, config: Config, context: DistributedContext) -> list:
+    """The trainer's epoch line (rank 0 only); the trainer attaches it after the history."""
+    return [EpochLog(history, config.training.max_epochs)] if context.is_main else []
+
+
+def attach_progress_bar(config: Config, trainer: Engine, evaluator: Engine, context: DistributedContext) -> None:
+    """On rank 0: progress bars for training and validation when ``training.progress_bar`` asks (``auto``: when
+    stderr is a terminal), else :class:`FileProgress` lines.
 
     Attach it after every other epoch handler: a bar closes when its epoch completes, so the epoch line and the
     validation bar appear while the training bar still shows the finished epoch.
     """
-    if not bar:
-        FileProgress(max_epochs).attach(trainer)
+    if not context.is_main:
+        return
+    setting = config.training.progress_bar
+    if not (sys.stderr.isatty() if setting == "auto" else bool(setting)):
+        FileProgress(config.training.max_epochs).attach(trainer)
         return
     ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": output[Keys.LOSS].item()})
     ProgressBar(persist=False, desc="validation").attach(evaluator)
@@ -189,3 +208,16 @@ def write_hparams(writer: SummaryWriter, config: Config, best_val_auc: float, be
     writer.add_hparams(hyperparameters(config), {"hparam/best_val_auc": best_val_auc,
                                                  "hparam/best_epoch": best_epoch, "hparam/epochs_run": epochs_run},
                        run_name=".")
+
+
+def log_run(config: Config, run_dir: Path, parts: TrainingParts, hardware: str, amp_dtype: object,
+            context: DistributedContext) -> None:
+    """One line on what trains where with which penalty; one more for a distributed run."""
+    logger.info("run %s: %s on %s, loss: variance_weight=%g feature_sampling_ratio=%g lambda_=%g taps=%s%s",
+                run_dir, config.model.name, hardware, config.loss.variance_weight,
+                config.loss.feature_sampling_ratio, config.loss.lambda_,
+                parts.tap.layer_names if parts.tap else "none", f", autocast {amp_dtype}" if amp_dtype else "")
+    if context.enabled:
+        logger.info("distributed: %d processes, %d items per process and batch (global batch %d), "
+                    "variance_scope=%s", context.world_size, config.data.batch_size,
+                    config.data.batch_size * context.world_size, config.loss.variance_scope)

@@ -165,11 +165,11 @@ def metrics_with_intervals(probabilities: np.ndarray, labels: np.ndarray, task: 
             # counts take an observed value (inverted CDF), not one interpolated between two resamples
             low, high = np.nanpercentile(stacked, [tail, 100 - tail], axis=0,
                                          method="inverted_cdf" if counts else "linear")
-        result[name] = {"value": value, "low": _plain(low, counts), "high": _plain(high, counts)}
+        result[name] = {"value": value, "low": _json_number(low, counts), "high": _json_number(high, counts)}
     return result
 
 
-def _plain(value: np.ndarray | float, counts: bool = False) -> object:
+def _json_number(value: np.ndarray | float, counts: bool = False) -> object:
     array = np.asarray(value)
     if array.ndim == 0:
         return None if np.isnan(array) else float(array)

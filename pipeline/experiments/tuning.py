@@ -9,11 +9,11 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.experiments.spec import TUNED_ARMS
 from pipeline.config import Config, load_config
 from pipeline.engine import train
 from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
+from pipeline.experiments.spec import TUNED_ARMS
 
 __all__ = ["SEARCH_SPACES", "storage_description", "tune", "trial_overrides", "write_trials"]
 
