@@ -106,9 +106,9 @@ class FileProgress:
 
     def _maybe_log(self, trainer: Engine) -> None:
         length = trainer.state.epoch_length
-        step = max(1, round(length * self.fraction))
+        marks = {round(length * self.fraction * k) for k in range(1, round(1 / self.fraction))}
         done = (trainer.state.iteration - 1) % length + 1
-        if done % step or done == length:
+        if done not in marks or done == length:
             return
         loss = trainer.state.output[Keys.LOSS].item()
         logger.info("epoch %d/%d: %d/%d batches (%.0f%%), loss %.4f", trainer.state.epoch, self.max_epochs, done,

@@ -53,7 +53,8 @@ def test_demo_run_writes_the_run_directory_and_ends_with_a_summary(demo_run):
     # the end of the output: the table of every metric, the confusion matrix, the files written, the time split
     out = result.stdout
     accuracy = metrics["accuracy"]
-    assert f"accuracy            {accuracy['value']:.4f}   [{accuracy['low']:.4f}, {accuracy['high']:.4f}]" in out
+    assert re.search(rf"^  accuracy +{accuracy['value']:.4f} +\[{accuracy['low']:.4f}, {accuracy['high']:.4f}\]$", out,
+                     re.MULTILINE), out
     cells = metrics["confusion_matrix"]
     assert f"{cells['value'][0][0]} [{cells['low'][0][0]}, {cells['high'][0][0]}]" in out  # whole items
     written = out.split("files written in ")[1].split("time:")[0].split()
@@ -106,7 +107,7 @@ def test_tensorboard_has_both_loss_terms_lr_grouped_metrics_and_hparams(demo_run
                 "val/auc", "val/accuracy", "val/loss"):
         assert tag in tags, tag
     batches = events.Scalars("train/batch_variance")
-    assert len(batches) >= 10 and all(point.value > 0 for point in batches)
+    assert len(batches) >= 10 and min(p.value for p in batches) >= 0 < max(p.value for p in batches)
     session = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert b"variance_weight" in session and b"feature_sampling_ratio" in session
 
