@@ -121,23 +121,38 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run every N-th (arm, seed) pair from the K-th: N processes split one benchmark")
     benchmark.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                            help="start no new run after this long; rerun the command to continue (default: no limit)")
+    benchmark.add_argument("--arms", default=None, metavar="A,B", help="run only these arms this time (default: all)")
+    benchmark.add_argument("--n", dest="sizes", default=None, metavar="N,M",
+                           help="run only these training subset sizes (from the spec's n_train) this time")
+    benchmark.add_argument("--seeds", default=None, metavar="S,T", help="run only these seeds this time (default: all)")
+    benchmark.add_argument("--allow-dirty", action="store_true",
+                           help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
+                           "refuse)")
 
     tune = _verb(verbs, "tune", "search an arm's hyperparameters on the validation split (Optuna)",
                  ["medvp tune --spec benchmarks/specs/pneumoniamnist.yaml --arm vp_tuned --trials 6"], flags)
     tune.add_argument("config", type=Path, nargs="?", help="a config; or give --spec instead")
     tune.add_argument("--spec", type=Path, default=None,
                       help="a benchmark spec: tune at its scale (its base config and overrides)")
-    tune.add_argument("--trials", type=int, default=20, help="Optuna trials to run (pruned ones included)")
-    tune.add_argument("--arm", default="vp_tuned", help="vp_tuned, ce_dropout, ce_label_smoothing, ce_weight_decay")
+    tune.add_argument("--trials", type=int, default=20, help="completed trials to reach (pruned ones do not count)")
+    tune.add_argument("--arm", default="vp_tuned", help="vp_tuned, ce_dropout, ce_label_smoothing, ce_weight_decay, "
+                      "original_setup_vp (the write-up's 12-point grid)")
+    tune.add_argument("--n", default="full", metavar="N", help="tune on a stratified training subset of N items")
+    tune.add_argument("--warmup", type=int, default=5, metavar="EPOCHS", help="epochs before a trial can be pruned")
+    tune.add_argument("--allow-dirty", action="store_true",
+                      help="tune although pipeline/ has uncommitted changes (recorded as dirty; default: refuse)")
     tune.add_argument("--out", type=Path, default=Path("runs/tuning"),
                       help="folder for the trials' runs, the SQLite study and best_<arm>.json")
-    tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out)")
+    tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out; "
+                      "optuna-dashboard opens either)")
     _overrides(tune)
 
     report = _verb(verbs, "report", "regenerate the benchmark document from raw results",
                    ["medvp report benchmarks/results/pneumoniamnist --out docs/benchmarks.md"], flags)
     report.add_argument("results", type=Path, nargs="+", help="results folders (each with spec.json)")
-    report.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="the Markdown file to write")
+    report.add_argument("--out", type=Path, default=None,
+                        help="the markdown document to write, figures in a folder beside it named after it "
+                        "(default: report.md next to the results folders; the committed one is docs/benchmarks.md)")
 
     validate = _verb(verbs, "validate", "check a YAML config (and that its data file exists) without training",
                      ["medvp validate configs/pneumoniamnist.yaml --set loss.variance_weight=0"], flags)
@@ -341,7 +356,10 @@ def _benchmark(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 2/4") from None
-    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit)
+    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit, allow_dirty=args.allow_dirty,
+                             arms=args.arms.split(",") if args.arms else None,
+                             sizes=args.sizes.split(",") if args.sizes else None,
+                             seeds=[int(seed) for seed in args.seeds.split(",")] if args.seeds else None)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
 
@@ -351,25 +369,31 @@ def _tune(args: argparse.Namespace) -> int:
 
     _check_positive(args.trials, "--trials")
     _check_destination(args.out, "--out", kind="folder")
-    config, overrides = args.config, list(args.overrides)
+    config, overrides, name = args.config, list(args.overrides), None
     if (config is None) == (args.spec is None):
         raise ConfigError("medvp tune: give either CONFIG or --spec SPEC")
+    n_train = "full" if args.n == "full" else int(args.n)
     if args.spec is not None:
         from pipeline.experiments import load_spec
 
         spec = load_spec(args.spec)
-        config, overrides = spec.base_config, [*spec.overrides, *overrides]
-    study = tune(config, args.arm, args.trials, args.out, overrides, args.storage)
+        epochs = spec.max_epochs_by_n.get(str(n_train))
+        config, name = spec.base_config, f"{spec.name}-{args.arm}-n{n_train}"
+        overrides = [*spec.overrides, *([f"training.max_epochs={epochs}"] if epochs else []), *overrides]
+    study = tune(config, args.arm, args.trials, args.out, overrides, args.storage, study_name=name, n_train=n_train,
+                 warmup_epochs=args.warmup, allow_dirty=args.allow_dirty)
     print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
           f"written: {args.out / f'best_{args.arm}.json'}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.experiments.report import PREAMBLE, write_report
+    from pipeline.experiments.report import write_report
 
-    _check_destination(args.out, "--out")
-    print(f"written: {write_report(args.results, args.out, PREAMBLE)}")
+    out = args.out or args.results[0].parent / "report.md"
+    _check_destination(out, "--out")
+    written = write_report(args.results, out)
+    print("written:\n" + "\n".join(f"  {path}" for path in written))
     return 0
 
 
