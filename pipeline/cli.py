@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from multiprocessing.dummy import DummyProcess
 from pathlib import Path
@@ -22,58 +21,116 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("medvp")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option's default shown, unless it has none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        hidden = (None, False, [], argparse.SUPPRESS)
+        if "%(default)" not in text and action.option_strings and action.default not in hidden:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _flags() -> argparse.ArgumentParser:
+    """--debug and --quiet, accepted before the verb and after it (``medvp train CONFIG --quiet``)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("output")
+    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="debug logging, library warnings, and tracebacks for errors")
+    group.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="log warnings and errors only (results are still printed)")
+    group.add_argument("--show-headers", action="store_true", default=argparse.SUPPRESS,
+                       help="let messages quote DICOM header fields (SeriesDescription; they can identify a patient)")
+    return flags
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"medvp {of('medvp')} (MONAI {of('monai')}, PyTorch {of('torch')}, ignite {of('pytorch-ignite')})"
+
+
+def _verb(verbs, name: str, help_text: str, examples: list[str], flags: argparse.ArgumentParser):
+    epilog = "example" + "s" * (len(examples) > 1) + ":\n" + "\n".join(f"  {line}" for line in examples)
+    return verbs.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                            epilog=epilog, parents=[flags], formatter_class=_HelpFormatter)
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, read as YAML (repeatable), e.g. --set training.max_epochs=5")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medvp", description="Train and evaluate medical image classifiers "
-                                     "with the variance-penalized loss (MONAI).")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
-    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    flags = _flags()
+    parser = argparse.ArgumentParser(
+        prog="medvp", formatter_class=_HelpFormatter,
+        description="Train and evaluate medical image classifiers with the variance-penalized loss (MONAI).",
+        epilog="examples:\n  medvp train configs/pneumoniamnist_demo.yaml\n  medvp evaluate "
+               "runs/pneumoniamnist_demo --split val\n  medvp VERB --help    (options and an example for each verb)")
+    parser.add_argument("--version", action="version", version=_version(), help="print the versions and exit")
+    parser.add_argument("--debug", action="store_true", help="debug logging, library warnings, and tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only (results still printed)")
     parser.add_argument("--show-headers", action="store_true",
                         help="let messages quote DICOM header fields (SeriesDescription; they can identify a patient)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    train = verbs.add_parser("train", help="train from a YAML config, then evaluate the configured splits")
-    train.add_argument("config", type=Path)
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a config value (repeatable); the value is read as YAML")
+    train = _verb(verbs, "train", "train from a YAML config, then evaluate the configured splits",
+                  ["medvp train configs/pneumoniamnist_demo.yaml --set training.max_epochs=5",
+                   "medvp train configs/pneumoniamnist_demo.yaml --resume runs/pneumoniamnist_demo"], flags)
+    train.add_argument("config", type=Path, help="a YAML config (see configs/)")
+    _overrides(train)
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                        help="continue the unfinished run in RUN_DIR from its last checkpoint (the config must match); "
                             "without it, an unfinished run of the same output.name with the same config is resumed")
     train.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train with N processes on this machine (DistributedDataParallel, one per GPU on CUDA), "
                             "started by torchrun's launcher; the same as "
-                            "`torchrun --standalone --nproc_per_node=N -m pipeline train CONFIG`")
+                            "`torchrun --standalone --nproc_per_node=N -m pipeline train CONFIG` (default: 1 process)")
 
-    evaluate = verbs.add_parser("evaluate", help="evaluate a run directory on a split")
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate = _verb(verbs, "evaluate", "evaluate a run directory on a split: metrics with intervals, figures",
+                     ["medvp evaluate runs/pneumoniamnist_demo --split val --checkpoint last"], flags)
+    evaluate.add_argument("run_dir", type=Path, help="a run directory written by medvp train")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default=None,
-                          help="default: the run's evaluation.checkpoint (best)")
+                          help="best validation AUC or the last epoch (default: the run's evaluation.checkpoint)")
 
-    preview = verbs.add_parser("preview", help="write a PNG of a few items before and after preprocessing")
-    preview.add_argument("config", type=Path)
-    preview.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    preview.add_argument("--out", type=Path, default=Path("preview.png"))
-    preview.add_argument("--count", type=int, default=6)
+    preview = _verb(verbs, "preview", "write a PNG of a few items as read, preprocessed and augmented",
+                    ["medvp preview configs/pneumoniamnist_demo.yaml --out preview.png --count 4"], flags)
+    preview.add_argument("config", type=Path, help="a YAML config")
+    _overrides(preview)
+    preview.add_argument("--out", type=Path, default=Path("preview.png"), help="the PNG to write")
+    preview.add_argument("--count", type=int, default=6, help="how many training items to show")
 
-    demo_dicom = verbs.add_parser("make-demo-dicom", help="write a DICOM folder dataset from the embedded demo")
-    demo_dicom.add_argument("out", type=Path)
-    demo_dicom.add_argument("--per-class", type=int, default=150)
+    demo_dicom = _verb(verbs, "make-demo-dicom", "write a DICOM folder dataset from the embedded demo",
+                       ["medvp make-demo-dicom demo_dicom && medvp train configs/dicom_folder_demo.yaml"], flags)
+    demo_dicom.add_argument("out", type=Path, help="the folder to write (one subfolder per class)")
+    demo_dicom.add_argument("--per-class", type=int, default=150, help="DICOM files written per class")
 
-    benchmark = verbs.add_parser("benchmark", help="run a benchmark spec (finished runs are skipped)")
-    benchmark.add_argument("spec", type=Path)
+    benchmark = _verb(verbs, "benchmark", "run a benchmark spec's arms and seeds (finished runs are skipped)",
+                      ["medvp benchmark benchmarks/specs/pneumoniamnist.yaml --shard 1/2 --time-limit 60"], flags)
+    benchmark.add_argument("spec", type=Path, help="a benchmark spec (benchmarks/specs/*.yaml)")
     benchmark.add_argument("--shard", default="1/1", metavar="K/N",
                            help="run every N-th (arm, seed) pair from the K-th: N processes split one benchmark")
     benchmark.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                           help="start no new run after this long; rerun the command to continue")
-    benchmark.add_argument("--arms", default=None, metavar="A,B", help="run only these arms this time")
+                           help="start no new run after this long; rerun the command to continue (default: no limit)")
+    benchmark.add_argument("--arms", default=None, metavar="A,B", help="run only these arms this time (default: all)")
     benchmark.add_argument("--n", dest="sizes", default=None, metavar="N,M",
                            help="run only these training subset sizes (from the spec's n_train) this time")
-    benchmark.add_argument("--seeds", default=None, metavar="S,T", help="run only these seeds this time")
+    benchmark.add_argument("--seeds", default=None, metavar="S,T", help="run only these seeds this time (default: all)")
     benchmark.add_argument("--allow-dirty", action="store_true",
                            help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
                            "refuse)")
 
-    tune = verbs.add_parser("tune", help="search an arm's hyperparameters on the validation split (Optuna)")
+    tune = _verb(verbs, "tune", "search an arm's hyperparameters on the validation split (Optuna)",
+                 ["medvp tune --spec benchmarks/specs/pneumoniamnist.yaml --arm vp_tuned --trials 6"], flags)
     tune.add_argument("config", type=Path, nargs="?", help="a config; or give --spec instead")
     tune.add_argument("--spec", type=Path, default=None,
                       help="a benchmark spec: tune at its scale (its base config and overrides)")
@@ -84,68 +141,63 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--warmup", type=int, default=5, metavar="EPOCHS", help="epochs before a trial can be pruned")
     tune.add_argument("--allow-dirty", action="store_true",
                       help="tune although pipeline/ has uncommitted changes (recorded as dirty; default: refuse)")
-    tune.add_argument("--out", type=Path, default=Path("runs/tuning"))
+    tune.add_argument("--out", type=Path, default=Path("runs/tuning"),
+                      help="folder for the trials' runs, the SQLite study and best_<arm>.json")
     tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out; "
                       "optuna-dashboard opens either)")
-    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    _overrides(tune)
 
-    report = verbs.add_parser("report", help="regenerate the benchmark document from raw results")
+    report = _verb(verbs, "report", "regenerate the benchmark document from raw results",
+                   ["medvp report benchmarks/results/pneumoniamnist --out docs/benchmarks.md"], flags)
     report.add_argument("results", type=Path, nargs="+", help="results folders (each with spec.json)")
     report.add_argument("--out", type=Path, default=None,
                         help="the markdown document to write, figures in a folder beside it named after it "
                         "(default: report.md next to the results folders; the committed one is docs/benchmarks.md)")
 
-    validate = verbs.add_parser("validate", help="check a YAML config without training")
-    validate.add_argument("config", type=Path)
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    validate = _verb(verbs, "validate", "check a YAML config (and that its data file exists) without training",
+                     ["medvp validate configs/pneumoniamnist.yaml --set loss.variance_weight=0"], flags)
+    validate.add_argument("config", type=Path, help="a YAML config")
+    _overrides(validate)
 
-    export = verbs.add_parser("export-bundle", help="write a run as a MONAI bundle and verify it with MONAI's tools")
-    export.add_argument("run_dir", type=Path)
-    export.add_argument("out_dir", type=Path)
+    export = _verb(verbs, "export-bundle", "write a run as a MONAI bundle and verify it with MONAI's tools",
+                   ["medvp export-bundle runs/pneumoniamnist_demo bundles/pneumonia --modality X-ray"], flags)
+    export.add_argument("run_dir", type=Path, help="a finished run directory")
+    export.add_argument("out_dir", type=Path, help="the bundle folder to write")
     export.add_argument("--checkpoint", choices=("best", "last"), default=None,
-                        help="default: the run's evaluation.checkpoint (best)")
+                        help="the weights to export (default: the run's evaluation.checkpoint)")
     export.add_argument("--version", dest="bundle_version", default="0.1.0", help="the bundle's version")
     export.add_argument("--authors", default="medvp", help="metadata authors (and copyright holder)")
     export.add_argument("--modality", default="unspecified", help="input modality, e.g. X-ray, CT, US")
 
-    predict = verbs.add_parser("predict", help="classify image files, folders or a .npz split with a run or bundle")
+    predict = _verb(verbs, "predict", "classify image files, folders or a .npz split with a run or bundle",
+                    ["medvp predict runs/pneumoniamnist_demo data/pneumoniamnist.npz:test --out predictions.csv",
+                     "medvp predict bundles/pneumonia scans/ --saliency saliency/"], flags)
     predict.add_argument("model", type=Path, help="a medvp run directory or a MONAI bundle")
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="PNG/JPEG, NIfTI or DICOM files, folders of them, or FILE.npz[:split] (default test)")
     predict.add_argument("--out", type=Path, default=Path("predictions.csv"), help="the CSV to write")
     predict.add_argument("--saliency", type=Path, default=None, metavar="OUT_DIR",
                          help="also write a Grad-CAM PNG per item into OUT_DIR")
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--checkpoint", choices=("best", "last"), default=None, help="for a run directory")
+    predict.add_argument("--show-names", action="store_true",
+                         help="put each item's file name in its saliency figure's title (off: names can identify "
+                              "patients; the PNG's file name still follows the item)")
+    predict.add_argument("--batch-size", type=int, default=64, help="items per inference batch")
+    predict.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                         help="for a run directory: the weights to use (default: the run's evaluation.checkpoint)")
     predict.add_argument("--trust-bundle", action="store_true",
                          help="run a bundle medvp did not write (its configs can execute arbitrary code)")
     return parser
 
 
 def _configure_logging(debug: bool, quiet: bool) -> None:
-    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    if os.environ.get("RANK", "0") != "0" and not debug:  # a distributed run's other processes: rank 0 reports
-        level = logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S",
-                        force=True)
-    if not debug:
-        for noisy in ("ignite", "monai"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        # ignite logs an engine's exception before re-raising it; the error is reported once, below.
-        logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
+    """One format for medvp, MONAI, ignite and Optuna (pipeline.logs); MONAI is imported here, once, so that the
+    loggers it sets up at import time are handed to that format before any verb runs."""
+    from pipeline.logs import adopt_library_loggers, configure_logging
 
+    configure_logging("debug" if debug else "quiet" if quiet else "info", rank=int(os.environ.get("RANK", "0")))
+    import monai  # noqa: F401  (every verb imports it; its import configures loggers)
 
-def _summary_line(split: str, report: dict) -> str:
-    parts = []
-    for name in ("accuracy", "auc", "balanced_accuracy"):
-        metric = report["metrics"][name]
-        if metric["value"] is None:
-            continue
-        interval = f" [{metric['low']:.4f}, {metric['high']:.4f}]" if metric["low"] is not None else ""
-        parts.append(f"{name} {metric['value']:.4f}{interval}")
-    return f"{split} ({report['items']} items, {report['checkpoint']} checkpoint): " + ", ".join(parts)
+    adopt_library_loggers(debug=debug)
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
@@ -182,7 +234,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.engine import check_resumable, evaluate_run, find_run_dir, train
+    from pipeline.engine import check_resumable, find_run_dir, train
     from pipeline.engine.distributed import distributed_session
 
     if args.nproc is not None:
@@ -196,24 +248,47 @@ def _train(args: argparse.Namespace) -> int:
                 run_dir, resume = args.resume, True
             else:
                 run_dir, resume = find_run_dir(config)
-            print(f"run directory: {run_dir}{' (resuming from its last checkpoint)' if resume else ''}")
+            logger.info("run directory: %s%s", run_dir, " (resuming from its last checkpoint)" if resume else "")
         run_dir, resume = context.broadcast((run_dir, resume))
+        train_started = time.perf_counter()
         result = train(config, run_dir, resume=resume)
     if not context.is_main:
         return 0
-    print(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s; best validation AUC "
-          f"{result.best_val_auc:.4f} at epoch {result.best_epoch}")
+    print(f"\ntrained {result.epochs_run} epoch{'s' * (result.epochs_run != 1)} in {result.seconds:.1f} s; best "
+          f"validation AUC {result.best_val_auc:.4f} at epoch {result.best_epoch}")
+    phases = {"start-up": train_started - args.started, "data": result.timings.get("data", 0.0),
+              "training": (result.seconds, {"validation": result.timings.get("validation", 0.0)})}
     for split in config.evaluation.splits:
-        print(_summary_line(split, evaluate_run(run_dir, split)))
+        report = _print_evaluation(run_dir, split, None)
+        phases[f"{split} evaluation"] = (sum(report["seconds"].values()), report["seconds"])
+    _print_end(run_dir, args, phases)
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _print_evaluation(run_dir: Path, split: str, checkpoint: str | None) -> dict:
     from pipeline.engine import evaluate_run
+    from pipeline.evaluation.summary import metrics_table
 
-    report = evaluate_run(args.run_dir, args.split, args.checkpoint)
-    print(_summary_line(args.split, report))
-    print(f"written: {args.run_dir / f'metrics_{args.split}.json'}")
+    report = evaluate_run(run_dir, split, checkpoint)
+    print("\n" + "\n".join(metrics_table(report)))
+    return report
+
+
+def _print_end(folder: Path, args: argparse.Namespace, phases: dict) -> None:
+    """The files this command wrote into ``folder``, then where its time went."""
+    import torch
+
+    from pipeline.evaluation.summary import files_block, files_written, time_split
+
+    print("\n" + "\n".join(files_block(folder, files_written(folder, args.started_wall))))
+    print(time_split(phases, time.perf_counter() - args.started, torch.get_num_threads()))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    report = _print_evaluation(args.run_dir, args.split, args.checkpoint)
+    _print_end(args.run_dir, args, {"start-up": started - args.started,
+                                    "evaluation": (sum(report["seconds"].values()), report["seconds"])})
     return 0
 
 
@@ -366,7 +441,8 @@ def _predict(args: argparse.Namespace) -> int:
     write_predictions(args.out, predictions)
     print(f"predicted {len(items)} item(s) with {args.model}: {args.out}")
     if args.saliency is not None:
-        written = write_saliency(model, predictions, args.saliency, batch_size=args.batch_size)
+        written = write_saliency(model, predictions, args.saliency, batch_size=args.batch_size,
+                                 show_names=args.show_names)
         print(f"saliency maps: {len(written)} PNG(s) in {args.saliency}")
     return 0
 
@@ -390,7 +466,9 @@ def _shut_down_workers(timeout: float = 60.0) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started, started_wall = time.perf_counter(), time.time()
     args = build_parser().parse_args(argv)
+    args.started, args.started_wall = started, started_wall  # for the time split and the files written
     _configure_logging(args.debug, args.quiet)
     if args.show_headers and hasattr(args, "overrides"):
         args.overrides.append("data.dicom.show_headers=true")

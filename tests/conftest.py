@@ -118,7 +118,7 @@ def spawn_processes():
 
 
 # Fixtures that train a model for real: every test using one is slow (the fast lane, -m "not slow", skips it).
-_TRAINING_FIXTURES = {"small_run", "bundle", "resnet_run", "one_epoch_run", "runs"}
+_TRAINING_FIXTURES = {"small_run", "bundle", "resnet_run", "demo_run", "runs"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,6 +13,7 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/perf/SCRIPT.py` from 
     sys.path.insert(0, str(REPO))
 
 from throughput import environment  # noqa: E402
+
 from pipeline.engine.history import json_safe  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "perf"

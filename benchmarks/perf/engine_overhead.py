@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 from _common import REPO, pick_device, write_record
-
 from throughput import engine_overhead
 
 

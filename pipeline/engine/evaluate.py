@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
 from pipeline.engine.rundir import RunDir
 from pipeline.errors import ConfigError
-from pipeline.evaluation import metrics_with_intervals
+from pipeline.evaluation import metrics_with_intervals, write_evaluation_figures
 from pipeline.kinds import SPLITS, Split, Task
 
 __all__ = ["load_run_config", "predict_split", "evaluate_run"]
@@ -79,24 +80,39 @@ def _predict_named(config: Config, run_dir: Path, split: str, which: str) -> tup
 
 
 def evaluate_run(run_dir: Path, split: str = Split.TEST, which: str | None = None) -> dict:
-    """Write ``metrics_<split>.json`` and ``predictions_<split>.csv`` into ``run_dir`` and return the metrics."""
+    """Write ``metrics_<split>.json``, ``predictions_<split>.csv`` and the split's figures (``roc_<split>.png``,
+    ``calibration_<split>.png``, ``confusion_<split>.png``) into ``run_dir``.
+
+    Returns:
+        the report as written to ``metrics_<split>.json``, plus ``files`` (the paths written) and ``seconds``
+        (``inference``, ``bootstrap``, ``figures``: where the time went).
+    """
     run = RunDir(run_dir)
     config = run.config()
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected {', '.join(SPLITS)}")
     which = which or config.evaluation.checkpoint
+    started = time.perf_counter()
     probs, labels, task, class_names, names = _predict_named(config, run.path, split, which)
+    predicted = time.perf_counter()
     metrics = metrics_with_intervals(probs, labels, task, len(class_names),
                                      bootstrap_samples=config.evaluation.bootstrap_samples,
                                      confidence=config.evaluation.confidence, seed=config.training.seed)
+    bootstrapped = time.perf_counter()
     report = {"split": split, "checkpoint": which, "items": int(len(labels)), "task": task,
               "class_names": class_names, "confidence": config.evaluation.confidence,
               "bootstrap_samples": config.evaluation.bootstrap_samples, "metrics": metrics}
-    write_run_file(run.metrics_file(split), json.dumps(json_safe(report), indent=1))
-    _write_predictions(run.predictions_file(split), probs, labels, task, class_names, names)
-    logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run.path.name, split, metrics["accuracy"]["value"],
-                metrics["auc"]["value"], len(labels))
-    return report
+    files = [run.metrics_file(split), run.predictions_file(split)]
+    write_run_file(files[0], json.dumps(json_safe(report), indent=1))
+    _write_predictions(files[1], probs, labels, task, class_names, names)
+    figures_started = time.perf_counter()
+    files += write_evaluation_figures(run.path, split, probs, labels, task, class_names,
+                                      f"{run.path.name}, {split} ({len(labels)} items, {which} checkpoint)")
+    logger.debug("%s %s: accuracy %.4f, AUC %.4f (%d items)", run.path.name, split, metrics["accuracy"]["value"],
+                 metrics["auc"]["value"], len(labels))
+    seconds = {"inference": predicted - started, "bootstrap": bootstrapped - predicted,
+               "figures": time.perf_counter() - figures_started}
+    return {**report, "files": files, "seconds": seconds}
 
 
 def _write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, task: str, class_names: list[str],

@@ -1,75 +1,213 @@
-"""What a run shows while it trains: epoch lines (MONAI's StatsHandler), TensorBoard events, the progress bar, and
-the line that describes the run."""
+"""What a training run shows while it runs: one line per epoch, progress, TensorBoard, the line describing the run.
+
+- :class:`EpochLog`: one INFO line per epoch with the train and validation metrics of the epoch's
+  :class:`~pipeline.engine.history.EpochHistory` record, a mark at a new best validation AUC, and the elapsed and
+  remaining time of the whole run (MONAI's StatsHandler is not attached: its per-epoch "Key metric" lines and its
+  own log format were what a user saw before).
+- :func:`attach_progress_bar`: in a terminal, ignite's ``ProgressBar`` for training and validation (log lines are
+  written above the bars, see :mod:`pipeline.logs`); otherwise (output to a file) an INFO line every quarter of
+  an epoch.
+- :func:`attach_tensorboard` and :func:`write_hparams`: MONAI's ``TensorBoardStatsHandler`` with the total loss,
+  both loss terms and the learning rate per iteration (at a sampling rate), every metric per epoch grouped under
+  ``train/`` and ``val/``, and the run's hyperparameters with ``SummaryWriter.add_hparams``.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
-from monai.handlers import StatsHandler, TensorBoardStatsHandler
+from monai.handlers import TensorBoardStatsHandler
 from monai.utils import CommonKeys as Keys
 from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.config import Config
 from pipeline.engine.builders import TrainingParts
 from pipeline.engine.distributed import DistributedContext
+from pipeline.engine.history import EpochHistory
 
-__all__ = ["stats_handler", "open_writer", "validation_handlers", "train_log_handlers", "attach_validation_tensorboard",
-           "attach_progress_bar", "log_run"]
+__all__ = ["EpochLog", "FileProgress", "PhaseTimer", "open_writer", "epoch_log_handlers", "attach_progress_bar",
+           "attach_tensorboard", "write_hparams", "log_run", "clock"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("pipeline.engine.train")
 
-
-def stats_handler(name: str, **kwargs) -> StatsHandler:
-    """MONAI's StatsHandler, whose own logger follows this package's level (``--quiet`` silences it)."""
-    handler = StatsHandler(name=name, **kwargs)
-    handler.logger.setLevel(logger.getEffectiveLevel())
-    return handler
+#: a line every this fraction of an epoch when there is no progress bar
+PROGRESS_FRACTION = 0.25
 
 
 def open_writer(tensorboard_dir: Path, context: DistributedContext) -> SummaryWriter | None:
     """The TensorBoard writer of the run; None on the processes that write nothing (all but rank 0)."""
     return SummaryWriter(log_dir=str(tensorboard_dir)) if context.is_main else None
 
+def clock(seconds: float) -> str:
+    """``75.2`` -> ``01:15``; an hour or more -> ``1:02:03``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
-def validation_handlers(context: DistributedContext) -> list | None:
-    """The evaluator's epoch line (rank 0 only)."""
+
+class EpochLog:
+    """Log one line per epoch from the history's latest record::
+
+        epoch  3/15  train loss 0.214 (cls 0.202, var 1.216) acc 0.917 | val loss 0.253 acc 0.905 AUC 0.9805 best
+        [00:12<00:49]
+
+    ``[elapsed<remaining]`` is the whole run's: time since training (re)started, and the mean epoch time so far
+    times the epochs left (early stopping may end the run sooner). Attach it after the history.
+    """
+
+    def __init__(self, history: EpochHistory, max_epochs: int) -> None:
+        self.history = history
+        self.max_epochs = max_epochs
+        self._started = 0.0
+        self._first_epoch = 0
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self._start)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._log)
+
+    def _start(self, trainer: Engine) -> None:
+        self._started = time.perf_counter()
+        self._first_epoch = trainer.state.epoch
+
+    def line(self, record: dict, best: bool, elapsed: float, epochs_done: int) -> str:
+        remaining = elapsed / max(epochs_done, 1) * (self.max_epochs - record["epoch"])
+        width = len(str(self.max_epochs))
+        return (f"epoch {record['epoch']:>{width}}/{self.max_epochs}  train loss {record['train_loss']:.3f} "
+                f"(cls {record['train_classification']:.3f}, var {record['train_variance']:.3f}) "
+                f"acc {record['train_accuracy']:.3f} | val loss {record['val_loss']:.3f} "
+                f"acc {record['val_accuracy']:.3f} AUC {record['val_auc']:.4f}{' best' if best else ''} "
+                f"[{clock(elapsed)}<{clock(remaining)}]")
+
+    def _log(self, trainer: Engine) -> None:
+        records = self.history.records
+        earlier = [r["val_auc"] for r in records[:-1] if r["val_auc"] == r["val_auc"]]  # NaN never counts as best
+        best = not earlier or records[-1]["val_auc"] > max(earlier)
+        elapsed = time.perf_counter() - self._started
+        logger.info(self.line(records[-1], best, elapsed, trainer.state.epoch - self._first_epoch))
+
+
+class FileProgress:
+    """Without a progress bar: an INFO line every :data:`PROGRESS_FRACTION` of an epoch (never at its end, where
+    the epoch line follows)."""
+
+    def __init__(self, max_epochs: int, fraction: float = PROGRESS_FRACTION) -> None:
+        self.max_epochs = max_epochs
+        self.fraction = fraction
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._maybe_log)
+
+    def _maybe_log(self, trainer: Engine) -> None:
+        length = trainer.state.epoch_length
+        marks = {round(length * self.fraction * k) for k in range(1, round(1 / self.fraction))}
+        done = (trainer.state.iteration - 1) % length + 1
+        if done not in marks or done == length:
+            return
+        loss = trainer.state.output[Keys.LOSS].item()
+        logger.info("epoch %d/%d: %d/%d batches (%.0f%%), loss %.4f", trainer.state.epoch, self.max_epochs, done,
+                    length, 100 * done / length, loss)
+
+
+class PhaseTimer:
+    """Wall seconds an engine spent running, summed over its runs (the validator's share of training)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.COMPLETED, self._stop)
+
+    def _start(self, _: Engine) -> None:
+        self._started = time.perf_counter()
+
+    def _stop(self, _: Engine) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+
+def epoch_log_handlers(history: EpochHistory, config: Config, context: DistributedContext) -> list:
+    """The trainer's epoch line (rank 0 only); the trainer attaches it after the history."""
+    return [EpochLog(history, config.training.max_epochs)] if context.is_main else []
+
+
+def attach_progress_bar(config: Config, trainer: Engine, evaluator: Engine, context: DistributedContext) -> None:
+    """On rank 0: progress bars for training and validation when ``training.progress_bar`` asks (``auto``: when
+    stderr is a terminal), else :class:`FileProgress` lines.
+
+    Attach it after every other epoch handler: a bar closes when its epoch completes, so the epoch line and the
+    validation bar appear while the training bar still shows the finished epoch.
+    """
     if not context.is_main:
-        return None
-    return [stats_handler("medvp.validation", output_transform=lambda output: None, iteration_log=False)]
-
-
-def train_log_handlers(writer: SummaryWriter | None, batches_per_epoch: int) -> list:
-    """The trainer's epoch line and TensorBoard loss curve (rank 0 only: ``writer`` is None elsewhere)."""
-    if writer is None:
-        return []
-    log_every = max(1, batches_per_epoch // 50)
-    return [
-        stats_handler("medvp.train", tag_name="train_loss", output_transform=lambda output: None,
-                      iteration_log=False),
-        # Reading the loss is a host-device sync: at most about 50 points per epoch, not one per step.
-        TensorBoardStatsHandler(summary_writer=writer, epoch_log=True,
-                                iteration_log=lambda _, iteration: iteration % log_every == 0,
-                                output_transform=lambda output: output[Keys.LOSS].item()),
-    ]
-
-
-def attach_validation_tensorboard(writer: SummaryWriter | None, evaluator: Engine, trainer: Engine) -> None:
-    """Validation metrics in TensorBoard at the trainer's epoch."""
-    if writer is not None:
-        TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda output: None, iteration_log=False,
-                                global_epoch_transform=lambda epoch: trainer.state.epoch).attach(evaluator)
-
-
-def attach_progress_bar(config: Config, trainer: Engine, context: DistributedContext) -> None:
-    """ignite's progress bar on rank 0, when ``training.progress_bar`` asks (``auto``: when stderr is a terminal)."""
+        return
     setting = config.training.progress_bar
-    wanted = sys.stderr.isatty() if setting == "auto" else bool(setting)
-    if context.is_main and wanted:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": output[Keys.LOSS].item()})
+    if not (sys.stderr.isatty() if setting == "auto" else bool(setting)):
+        FileProgress(config.training.max_epochs).attach(trainer)
+        return
+    ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": output[Keys.LOSS].item()})
+    ProgressBar(persist=False, desc="validation").attach(evaluator)
+
+
+def _grouped_epoch_writer(group: str, step: Callable[[], int]) -> Callable[[Engine, SummaryWriter], None]:
+    """Write an engine's metrics at the end of an epoch as ``group/name`` (``train_auc`` -> ``train/auc``)."""
+
+    def write(engine: Engine, writer: SummaryWriter) -> None:
+        for name, value in engine.state.metrics.items():
+            if isinstance(value, (int, float)) or getattr(value, "ndim", None) == 0:
+                writer.add_scalar(f"{group}/{name.removeprefix(group + '_')}", float(value), step())
+        if group == "train" and getattr(engine, "optimizer", None) is not None:
+            writer.add_scalar("train/lr", engine.optimizer.param_groups[0]["lr"], step())
+        writer.flush()
+
+    return write
+
+
+def attach_tensorboard(writer: SummaryWriter, trainer: Engine, evaluator: Engine, last_terms: Callable[[], dict],
+                       every: int) -> None:
+    """TensorBoard scalars: per iteration (every ``every`` iterations: reading a value is a host-device sync)
+    ``train/batch_loss``, ``train/batch_classification``, ``train/batch_variance`` and ``train/batch_lr``; per
+    epoch ``train/<metric>`` (loss, classification, variance, accuracy, lr) and ``val/<metric>`` (auc, accuracy,
+    loss). ``last_terms()`` returns the loss's latest ``{"classification", "variance"}`` terms."""
+
+    def batch_scalars(output: dict) -> dict[str, float]:
+        terms = last_terms()
+        return {"train/batch_loss": output[Keys.LOSS].item(),
+                "train/batch_classification": float(terms["classification"]),
+                "train/batch_variance": float(terms["variance"]),
+                "train/batch_lr": trainer.optimizer.param_groups[0]["lr"]}
+
+    TensorBoardStatsHandler(summary_writer=writer, output_transform=batch_scalars,
+                            iteration_log=lambda _, iteration: iteration % every == 0,
+                            epoch_event_writer=_grouped_epoch_writer("train", lambda: trainer.state.epoch),
+                            ).attach(trainer)
+    TensorBoardStatsHandler(summary_writer=writer, iteration_log=False,
+                            epoch_event_writer=_grouped_epoch_writer("val", lambda: trainer.state.epoch),
+                            ).attach(evaluator)
+
+
+def hyperparameters(config: Config) -> dict[str, float | int | str | bool]:
+    """The settings TensorBoard's HParams tab compares runs by (scalars and strings only)."""
+    return {"model": config.model.name, "variance_weight": config.loss.variance_weight,
+            "feature_sampling_ratio": config.loss.feature_sampling_ratio, "lambda_": config.loss.lambda_,
+            "taps": str(config.loss.taps), "label_smoothing": config.loss.label_smoothing,
+            "optimizer": config.optimizer.name, "lr": config.optimizer.lr,
+            "weight_decay": config.optimizer.weight_decay, "batch_size": config.data.batch_size,
+            "max_epochs": config.training.max_epochs, "scheduler": config.training.scheduler.name,
+            "dropout": config.model.dropout,
+            "augmentation": len(config.augmentation.transforms), "seed": config.training.seed}
+
+
+def write_hparams(writer: SummaryWriter, config: Config, best_val_auc: float, best_epoch: int,
+                  epochs_run: int) -> None:
+    """Record the run's hyperparameters and outcome in TensorBoard's HParams tab (in the run's own folder)."""
+    writer.add_hparams(hyperparameters(config), {"hparam/best_val_auc": best_val_auc,
+                                                 "hparam/best_epoch": best_epoch, "hparam/epochs_run": epochs_run},
+                       run_name=".")
 
 
 def log_run(config: Config, run_dir: Path, parts: TrainingParts, hardware: str, amp_dtype: object,

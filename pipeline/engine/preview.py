@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from monai.transforms import Compose
 
@@ -16,11 +15,9 @@ from pipeline.data.readers import ReadImaged
 from pipeline.data.sources import load_source
 from pipeline.engine.data_setup import dicom_options
 from pipeline.errors import DataError
+from pipeline.evaluation.plots import new_figure, save_figure
 from pipeline.kinds import Split
 from pipeline.transforms.policy import build_augmentation
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["write_preview"]
 
@@ -63,8 +60,8 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
     if augmentation:
         augment = Compose(augmentation).set_random_state(seed=seed)
         columns.append(("augmented", [augment({"image": image.clone()})["image"] for image in processed]))
-    figure, axes = plt.subplots(len(items), len(columns), figsize=(2.6 * len(columns), 2.4 * len(items)),
-                                squeeze=False, constrained_layout=True)
+    figure = new_figure(2.6 * len(columns), 2.4 * len(items), layout="constrained")
+    axes = figure.subplots(len(items), len(columns), squeeze=False)
     for row, item in enumerate(items):
         label = int(np.asarray(item["label"]).reshape(-1)[0])
         for column, (title, images) in enumerate(columns):
@@ -77,7 +74,4 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
             axis.set_title(f"{title}\n[{low:.3g}, {high:.3g}]", fontsize=8)
             if column == 0:
                 axis.set_ylabel(f"#{row} {source.class_names[label]}", fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out, dpi=90)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Config
@@ -25,12 +25,13 @@ from pipeline.engine.distributed import DistributedContext, current_context
 from pipeline.engine.engines import Engines, attach_best_checkpoint, attach_stopping, build_evaluator, build_trainer
 from pipeline.engine.history import EpochHistory
 from pipeline.engine.logging_handlers import (
+    PhaseTimer,
     attach_progress_bar,
-    attach_validation_tensorboard,
+    attach_tensorboard,
+    epoch_log_handlers,
     log_run,
     open_writer,
-    train_log_handlers,
-    validation_handlers,
+    write_hparams,
 )
 from pipeline.engine.rundir import RunDir, create_run_dir, run_lock
 from pipeline.engine.summary import run_summary
@@ -48,6 +49,9 @@ class TrainResult:
     best_epoch: int
     best_val_auc: float
     seconds: float
+    #: wall seconds of parts of ``train``: ``data`` (reading, preprocessing, caching) and ``validation`` (inside
+    #: ``seconds``), for the time split the command line prints
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def train(config: Config, run_dir: Path | None = None, resume: bool = False,
@@ -97,7 +101,9 @@ def _train(config: Config, run: RunDir, resume: bool, on_validation: Callable[[i
     device = run_device(config, context)
     seed_everything(config, device, context.rank)
     amp_dtype = autocast_dtype(config, device)
+    data_started = time.perf_counter()
     data = setup_data(config, run, device, context)
+    data_seconds = time.perf_counter() - data_started
     sample_shape = tuple(data.loaders[Split.TRAIN].dataset[0]["image"].shape)
     parts = build_training_parts(config, data.info, sample_shape, device, context)
     log_run(config, run.path, parts, hardware_description(device), amp_dtype, context)
@@ -105,41 +111,50 @@ def _train(config: Config, run: RunDir, resume: bool, on_validation: Callable[[i
     engines = _build_engines(config, run, data, parts, device, amp_dtype, writer, context, on_validation)
     state = run_state(parts, engines, data)
     savers = attach_checkpoint_savers(config, engines, state, run.checkpoint_dir)
-    attach_progress_bar(config, engines.trainer, context)
+    attach_progress_bar(config, engines.trainer, engines.evaluator, context)
+    validation = PhaseTimer(engines.evaluator)
     resumed_from = restore(resumed, state, engines, savers, run.checkpoint_dir) if resumed else None
-    seconds = _run(engines, parts, writer)
+    seconds = _run(config, engines, parts, writer)
     summary = run_summary(config, engines, parts, data, sample_shape, seconds=seconds,
                           hardware=hardware_description(device), amp_dtype=amp_dtype, resumed_from=resumed_from,
                           context=context)
     if context.is_main:
         run.write_summary(summary)
-    logger.info("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", summary.epochs_run, seconds,
-                summary.best_val_auc, summary.best_epoch)
+    logger.debug("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", summary.epochs_run, seconds,
+                 summary.best_val_auc, summary.best_epoch)
     return TrainResult(run_dir=run.path, epochs_run=summary.epochs_run, best_epoch=summary.best_epoch,
-                       best_val_auc=summary.best_val_auc, seconds=seconds)
+                       best_val_auc=summary.best_val_auc, seconds=seconds,
+                       timings={"data": data_seconds, "validation": validation.seconds})
 
 
 def _build_engines(config: Config, run: RunDir, data, parts: TrainingParts, device, amp_dtype, writer,
                    context: DistributedContext, on_validation) -> Engines:
     """Evaluator (keeping the best checkpoint), trainer (validating every epoch), their logging and stopping."""
-    evaluator = build_evaluator(data, parts, device, amp_dtype, validation_handlers(context))
+    evaluator = build_evaluator(data, parts, device, amp_dtype, None)
     best_saver = attach_best_checkpoint(evaluator, parts, run.checkpoint_dir)
     history = EpochHistory(run, evaluator, title=f"{config.output.name}: {config.model.name}",
                            write=context.is_main)
-    log_handlers = train_log_handlers(writer, len(data.loaders[Split.TRAIN]))
+    log_handlers = epoch_log_handlers(history, config, context)
     engines = build_trainer(config, data, parts, evaluator, history, log_handlers, device, amp_dtype, best_saver,
                             distributed=context.enabled)
-    attach_validation_tensorboard(writer, evaluator, engines.trainer)
+    if writer is not None:  # reading the loss is a host-device sync: about 50 points per epoch, not one per step
+        attach_tensorboard(writer, engines.trainer, evaluator, lambda: parts.loss.last_terms,
+                           every=max(1, len(data.loaders[Split.TRAIN]) // 50))
     attach_stopping(config, engines, on_validation)
     return engines
 
 
-def _run(engines: Engines, parts: TrainingParts, writer) -> float:
-    """Train (unless a resumed run had already finished); the seconds it took. Closes the writer, removes the tap."""
+def _run(config: Config, engines: Engines, parts: TrainingParts, writer) -> float:
+    """Train (unless a resumed run had already finished); the seconds it took. Records the hyperparameters, closes
+    the writer, removes the tap."""
     started = time.perf_counter()
     try:
         if not finished(engines):
             engines.trainer.run()
+        if writer is not None:
+            evaluator = engines.evaluator
+            write_hparams(writer, config, float(evaluator.state.best_metric), int(evaluator.state.best_metric_epoch),
+                          engines.trainer.state.epoch)
     finally:
         if writer is not None:
             writer.close()

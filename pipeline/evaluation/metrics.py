@@ -9,9 +9,12 @@ import numpy as np
 import torch
 from monai.metrics import compute_roc_auc
 
-__all__ = ["classification_metrics", "metrics_with_intervals", "expected_calibration_error", "predicted_labels"]
+__all__ = ["classification_metrics", "metrics_with_intervals", "expected_calibration_error", "calibration_bins",
+           "top_label_confidence", "confusion_matrix", "predicted_labels"]
 
 _EPS = 1e-7
+#: metrics that count items: their intervals are whole numbers
+_COUNT_METRICS = ("confusion_matrix",)
 
 
 def predicted_labels(probabilities: np.ndarray, task: str) -> np.ndarray:
@@ -21,14 +24,33 @@ def predicted_labels(probabilities: np.ndarray, task: str) -> np.ndarray:
     return (probabilities >= 0.5).astype(np.int64)
 
 
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, num_bins: int = 15) -> dict[str, np.ndarray]:
+    """Equal-width confidence bins over [0, 1]: per bin the item ``count``, the mean ``confidence`` and the
+    ``accuracy`` (NaN for an empty bin). The reliability diagram draws them; the ECE is their weighted gap."""
+    bins = np.minimum((confidence * num_bins).astype(np.int64), num_bins - 1)
+    count = np.bincount(bins, minlength=num_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=num_bins) / count
+        accuracy = np.bincount(bins, weights=correct, minlength=num_bins) / count
+    return {"count": count, "confidence": mean_confidence, "accuracy": accuracy}
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, num_bins: int = 15) -> float:
     """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
-    bins = np.minimum((confidence * num_bins).astype(np.int64), num_bins - 1)
-    total = 0.0
-    for index in np.unique(bins):
-        members = bins == index
-        total += members.mean() * abs(confidence[members].mean() - correct[members].mean())
-    return float(total)
+    bins = calibration_bins(confidence, correct, num_bins)
+    weights = bins["count"] / max(len(confidence), 1)
+    return float(np.nansum(weights * np.abs(bins["confidence"] - bins["accuracy"])))
+
+
+def top_label_confidence(probabilities: np.ndarray, labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of every decision, as the ECE counts them: the predicted class's probability for
+    binary and multiclass, each label's decision for multilabel (flattened)."""
+    predictions = predicted_labels(probabilities, task)
+    if task == "multiclass":
+        confidence = probabilities.max(axis=1)
+    else:
+        confidence = np.where(predictions == 1, probabilities, 1 - probabilities)
+    return confidence.ravel().astype(np.float64), (predictions == labels).ravel().astype(np.float64)
 
 
 def _auc(probabilities: np.ndarray, labels: np.ndarray, task: str, num_classes: int) -> float:
@@ -47,7 +69,8 @@ def _auc(probabilities: np.ndarray, labels: np.ndarray, task: str, num_classes: 
         return float(compute_roc_auc(torch.as_tensor(probabilities), torch.as_tensor(targets), average="macro"))
 
 
-def _confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts with rows: truth, columns: prediction."""
     return np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes)
 
@@ -87,20 +110,16 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, task: 
                                  "auc": _auc(probabilities, labels, task, num_classes)}
     if task == "multilabel":
         nll = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean()
-        confidence = np.where(predictions == 1, probabilities, 1 - probabilities).ravel()
-        correct = (predictions == labels).ravel()
-        per_label = [_binary_counts_metrics(_confusion(labels[:, c], predictions[:, c], 2)) for c in range(num_classes)]
+        per_label = [_binary_counts_metrics(confusion_matrix(labels[:, c], predictions[:, c], 2))
+                     for c in range(num_classes)]
         result["balanced_accuracy"] = float(np.nanmean([np.nanmean(m["recall"]) for m in per_label]))
         result["macro_f1"] = float(np.mean([m["f1"][1] for m in per_label]))
     else:
         if task == "binary":
             nll = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean()
-            confidence = np.where(predictions == 1, probabilities, 1 - probabilities)
         else:
             nll = -np.log(clipped[np.arange(len(labels)), labels]).mean()
-            confidence = probabilities.max(axis=1)
-        correct = predictions == labels
-        matrix = _confusion(labels, predictions, num_classes)
+        matrix = confusion_matrix(labels, predictions, num_classes)
         per_class = _binary_counts_metrics(matrix)
         result["balanced_accuracy"] = float(np.nanmean(per_class["recall"]))
         result["macro_f1"] = float(np.mean(per_class["f1"]))
@@ -109,7 +128,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, task: 
             result["specificity"] = float(per_class["recall"][0])
         result["confusion_matrix"] = matrix.tolist()
     result["nll"] = float(nll)
-    result["ece"] = expected_calibration_error(confidence.astype(np.float64), correct.astype(np.float64))
+    result["ece"] = expected_calibration_error(*top_label_confidence(probabilities, labels, task))
     return result
 
 
@@ -120,7 +139,7 @@ def metrics_with_intervals(probabilities: np.ndarray, labels: np.ndarray, task: 
 
     Items are resampled with replacement ``bootstrap_samples`` times (seeded); resamples in which a metric is
     undefined (for example AUC with one class) are left out of that metric's interval. The confusion matrix's
-    interval is given per cell.
+    interval is given per cell, in whole items (each bound is a count some resample had).
     """
     point = metric_fn(probabilities, labels, task, num_classes)
     generator = np.random.default_rng(seed)
@@ -140,15 +159,18 @@ def metrics_with_intervals(probabilities: np.ndarray, labels: np.ndarray, task: 
             result[name] = {"value": value, "low": None, "high": None}
             continue
         stacked = np.asarray(samples[name], dtype=float)
+        counts = name in _COUNT_METRICS
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            low, high = np.nanpercentile(stacked, [tail, 100 - tail], axis=0)
-        result[name] = {"value": value, "low": _json_number(low), "high": _json_number(high)}
+            # counts take an observed value (inverted CDF), not one interpolated between two resamples
+            low, high = np.nanpercentile(stacked, [tail, 100 - tail], axis=0,
+                                         method="inverted_cdf" if counts else "linear")
+        result[name] = {"value": value, "low": _json_number(low, counts), "high": _json_number(high, counts)}
     return result
 
 
-def _json_number(value: np.ndarray | float) -> object:
+def _json_number(value: np.ndarray | float, counts: bool = False) -> object:
     array = np.asarray(value)
     if array.ndim == 0:
         return None if np.isnan(array) else float(array)
-    return array.tolist()
+    return array.astype(np.int64).tolist() if counts else array.tolist()

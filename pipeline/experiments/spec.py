@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for", "ARM_DESCRIPTIONS"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for",
+           "ARM_DESCRIPTIONS"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")

@@ -6,21 +6,18 @@ import logging
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from monai.data import DataLoader, MetaTensor
+from monai.visualize import GradCAM
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.data import DataLoader, MetaTensor  # noqa: E402
-from monai.visualize import GradCAM  # noqa: E402
-from torch import nn  # noqa: E402
-
-from pipeline.data.display import display_planes, normalised  # noqa: E402
-from pipeline.inference.inputs import IMAGE_SUFFIXES  # noqa: E402
-from pipeline.inference.model import LoadedModel  # noqa: E402
-from pipeline.inference.predict import Predictions, prediction_dataset  # noqa: E402
-from pipeline.losses.feature_tap import resolve_tap_points  # noqa: E402
+from pipeline.data.display import display_planes, normalised
+from pipeline.evaluation.plots import new_figure, save_figure
+from pipeline.inference.inputs import IMAGE_SUFFIXES
+from pipeline.inference.model import LoadedModel
+from pipeline.inference.predict import Predictions, prediction_dataset
+from pipeline.losses.feature_tap import resolve_tap_points
 
 __all__ = ["saliency_layer", "grad_cam", "save_saliency_png", "write_saliency"]
 
@@ -94,8 +91,8 @@ def save_saliency_png(path: Path, image: np.ndarray, heat: np.ndarray, title: st
     """
     pictures, maps = display_planes(image, affine), display_planes(heat, affine)
     three_d = len(pictures) > 1
-    figure, axes = plt.subplots(2 if three_d else 1, len(pictures) * (1 if three_d else 2),
-                                figsize=(3.2 * max(len(pictures), 2), 3.6 * (2 if three_d else 1)), squeeze=False)
+    figure = new_figure(3.2 * max(len(pictures), 2), 3.6 * (2 if three_d else 1))
+    axes = figure.subplots(2 if three_d else 1, len(pictures) * (1 if three_d else 2), squeeze=False)
     for index, name in enumerate(pictures):
         picture, map_ = normalised(pictures[name]), maps[name]
         suffix = f" ({name})" if three_d else ""
@@ -110,8 +107,7 @@ def save_saliency_png(path: Path, image: np.ndarray, heat: np.ndarray, title: st
         axis.set_axis_off()
     figure.colorbar(overlay, ax=axes.ravel().tolist(), fraction=0.046, pad=0.02)
     figure.suptitle(title, fontsize=9)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def _file_name(index: int, name: str) -> str:
@@ -124,8 +120,14 @@ def _file_name(index: int, name: str) -> str:
     return f"{index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', base)[-80:]}.png"
 
 
-def write_saliency(model: LoadedModel, predictions: Predictions, out_dir: Path, batch_size: int = 64) -> list[Path]:
-    """One PNG per predicted item in ``out_dir``: the image, the Grad-CAM overlay, the class and its probability."""
+def write_saliency(model: LoadedModel, predictions: Predictions, out_dir: Path, batch_size: int = 64,
+                   show_names: bool = False) -> list[Path]:
+    """One PNG per predicted item in ``out_dir``: the image, the Grad-CAM overlay, the class and its probability.
+
+    Titles name the item by its index (``item 7``), as ``preview`` does: a path can hold a patient's name or ID.
+    ``show_names`` puts the item's file name in the title instead (the PNG's own file name follows the item either
+    way, so the output can be matched to the inputs).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     layer = saliency_layer(model.network)
     loader = DataLoader(prediction_dataset(model, predictions.items, keep_meta=True), batch_size=batch_size,
@@ -143,7 +145,8 @@ def write_saliency(model: LoadedModel, predictions: Predictions, out_dir: Path, 
             index = start + offset
             item = predictions.items[index]
             probability = predictions.probabilities[index, top[index]]
-            title = f"{item.name}\npredicted: {predicted[index]} (p = {probability:.3f}); Grad-CAM on '{layer}'"
+            shown = item.name if show_names else f"item {index}"
+            title = f"{shown}\npredicted: {predicted[index]} (p = {probability:.3f}); Grad-CAM on '{layer}'"
             path = out_dir / _file_name(index, item.name)
             save_saliency_png(path, image, heat, title, affine)
             written.append(path)

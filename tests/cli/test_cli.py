@@ -1,11 +1,17 @@
 import csv
 import json
+import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
+
+DEMO_CONFIG = "configs/pneumoniamnist_demo.yaml"
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +(medvp|monai|ignite|optuna|warnings): ")
 
 
 def medvp(*args, cwd=None):
@@ -14,30 +20,29 @@ def medvp(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def one_epoch_run(repo_root, tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    result = medvp("train", repo_root / "configs" / "pneumoniamnist_demo.yaml", "--set", "training.max_epochs=1",
-                   "--set", f"output.root={root}", "--set", "evaluation.bootstrap_samples=200")
+def demo_run(repo_root, tmp_path_factory):
+    """The README's main command, ``medvp train configs/pneumoniamnist_demo.yaml``, in a fresh working directory
+    (so its run lands in ``runs/``), on 2 threads: the thread count the README's figures are for."""
+    cwd = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", str(repo_root / DEMO_CONFIG)],
+                            capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
     assert result.returncode == 0, result.stderr
-    return root / "pneumoniamnist_demo", result
+    return cwd / "runs" / "pneumoniamnist_demo", result
 
 
-def test_train_one_epoch_end_to_end_writes_the_run_directory(one_epoch_run):
-    run_dir, result = one_epoch_run
-    assert "test (624 items, best checkpoint): accuracy" in result.stdout
-    for name in ("config.yaml", "metrics.csv", "metrics.json", "curves.png", "metrics_test.json",
-                 "predictions_test.csv", "train_summary.json", "checkpoints/best.pt"):
-        assert (run_dir / name).is_file(), name
-    assert list((run_dir / "checkpoints").glob("checkpoint_epoch=1.pt"))
-    assert list((run_dir / "tensorboard").iterdir())
+def test_demo_run_writes_the_run_directory_and_ends_with_a_summary(demo_run):
+    run_dir, result = demo_run
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    epochs = config["training"]["max_epochs"]
     history = json.loads((run_dir / "metrics.json").read_text())
-    assert len(history) == 1
-    record = history[0]
+    assert len(history) == epochs
+    record = history[-1]
     assert record["train_loss"] == pytest.approx(record["train_classification"] + 0.01 * record["train_variance"],
                                                  rel=1e-4)
     assert record["train_variance"] > 0 and 0.5 < record["val_auc"] <= 1
     with open(run_dir / "metrics.csv") as handle:
-        assert float(list(csv.DictReader(handle))[0]["val_auc"]) == pytest.approx(record["val_auc"])
+        assert float(list(csv.DictReader(handle))[-1]["val_auc"]) == pytest.approx(record["val_auc"])
     report = json.loads((run_dir / "metrics_test.json").read_text())
     metrics = report["metrics"]
     for name in ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificity", "macro_f1", "ece"):
@@ -45,21 +50,83 @@ def test_train_one_epoch_end_to_end_writes_the_run_directory(one_epoch_run):
     assert np.array(metrics["confusion_matrix"]["value"]).sum() == 624
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert "head.2.weight" in best  # a plain network state dict
+    # the end of the output: the table of every metric, the confusion matrix, the files written, the time split
+    out = result.stdout
+    accuracy = metrics["accuracy"]
+    assert re.search(rf"^  accuracy +{accuracy['value']:.4f} +\[{accuracy['low']:.4f}, {accuracy['high']:.4f}\]$", out,
+                     re.MULTILINE), out
+    cells = metrics["confusion_matrix"]
+    assert f"{cells['value'][0][0]} [{cells['low'][0][0]}, {cells['high'][0][0]}]" in out  # whole items
+    written = out.split("files written in ")[1].split("time:")[0].split()
+    for name in ("config.yaml", "metrics.csv", "curves.png", "checkpoints/best.pt", f"checkpoints/checkpoint_epoch="
+                 f"{epochs}.pt", "train_summary.json", "metrics_test.json", "predictions_test.csv", "roc_test.png",
+                 "calibration_test.png", "confusion_test.png", "splits.csv"):
+        assert name in written, name
+    assert re.search(r"^time: [\d.]+ s wall, [\d.]+ s CPU on 2 threads .*start-up [\d.]+ s, data [\d.]+ s, "
+                     r"training [\d.]+ s \(validation [\d.]+\), test evaluation [\d.]+ s \(inference [\d.]+, "
+                     r"bootstrap [\d.]+, figures [\d.]+\)", out, re.MULTILINE), out
 
 
-def test_evaluate_recomputes_metrics_from_the_checkpoint(one_epoch_run):
-    run_dir, _ = one_epoch_run
+def test_demo_log_has_one_format_epoch_lines_and_no_monai_chatter(demo_run):
+    run_dir, result = demo_run
+    lines = result.stderr.splitlines()
+    assert lines and all(LOG_LINE.match(line) for line in lines), [line for line in lines if not LOG_LINE.match(line)]
+    assert "Key metric" not in result.stderr and "Epoch[" not in result.stderr
+    epochs = len(json.loads((run_dir / "metrics.json").read_text()))
+    epoch_lines = [line for line in lines if re.search(r"medvp: epoch +\d+/\d+  train loss", line)]
+    assert len(epoch_lines) == epochs and "[" in epoch_lines[-1] and "<00:00]" in epoch_lines[-1]
+    # without a terminal, progress is a line per quarter of an epoch
+    assert len([line for line in lines if re.search(r"medvp: epoch \d+/\d+: \d+/\d+ batches", line)]) == 3 * epochs
+
+
+def test_readme_and_demo_doc_quote_what_the_demo_prints(demo_run, repo_root):
+    """The README's and docs/demo.md's seed-0 figures are the README command's on 2 threads (they drifted once)."""
+    run_dir, _ = demo_run
+    metrics = json.loads((run_dir / "metrics_test.json").read_text())["metrics"]
+    readme = (repo_root / "README.md").read_text()
+    assert f"medvp train {DEMO_CONFIG}" in readme.split("```")[1]
+    quoted = r"test accuracy (\d\.\d+) \[(\d\.\d+), (\d\.\d+)\] and AUC (\d\.\d+) \[(\d\.\d+), (\d\.\d+)\]"
+    for document in ("README.md", "docs/demo.md"):
+        found = re.search(quoted, " ".join((repo_root / document).read_text().split()))
+        assert found, f"{document}: no 'test accuracy X [L, H] and AUC X [L, H]'"
+        figures = [found.group(index) for index in range(1, 7)]
+        measured = [metrics[name][key] for name in ("accuracy", "auc") for key in ("value", "low", "high")]
+        assert figures == [f"{value:.{len(text) - 2}f}" for text, value in zip(figures, measured, strict=True)], \
+            document
+    assert metrics["auc"]["value"] > 0.95
+
+
+def test_tensorboard_has_both_loss_terms_lr_grouped_metrics_and_hparams(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = demo_run
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("train/batch_loss", "train/batch_classification", "train/batch_variance", "train/batch_lr",
+                "train/loss", "train/classification", "train/variance", "train/accuracy", "train/lr",
+                "val/auc", "val/accuracy", "val/loss"):
+        assert tag in tags, tag
+    batches = events.Scalars("train/batch_variance")
+    assert len(batches) >= 10 and min(p.value for p in batches) >= 0 < max(p.value for p in batches)
+    session = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert b"variance_weight" in session and b"feature_sampling_ratio" in session
+
+
+def test_evaluate_recomputes_metrics_from_the_checkpoint(demo_run):
+    run_dir, _ = demo_run
     result = medvp("evaluate", run_dir, "--split", "val")
     assert result.returncode == 0, result.stderr
-    assert "val (524 items" in result.stdout
+    assert "val: 524 items, best checkpoint" in result.stdout
+    assert "roc_val.png" in result.stdout.split("files written in")[1] and (run_dir / "calibration_val.png").is_file()
     report = json.loads((run_dir / "metrics_val.json").read_text())
     with open(run_dir / "predictions_val.csv") as handle:
         rows = list(csv.DictReader(handle))
     correct = [(float(row["probability_pneumonia"]) >= 0.5) == (row["label"] == "1") for row in rows]
     assert report["metrics"]["accuracy"]["value"] == pytest.approx(np.mean(correct))
     history = json.loads((run_dir / "metrics.json").read_text())
+    best_epoch = json.loads((run_dir / "train_summary.json").read_text())["best_epoch"]
     # the evaluator during training saw the same validation split with the same weights
-    assert report["metrics"]["auc"]["value"] == pytest.approx(history[0]["val_auc"], abs=1e-6)
+    assert report["metrics"]["auc"]["value"] == pytest.approx(history[best_epoch - 1]["val_auc"], abs=1e-6)
 
 
 def test_config_error_is_one_line_per_problem_without_traceback(tmp_path, repo_root):
@@ -91,11 +158,11 @@ def test_network_too_deep_for_the_input_size_is_a_config_error(tmp_path, repo_ro
 
 @pytest.mark.slow
 def test_quiet_training_prints_only_the_outcome(tmp_path, repo_root):
-    result = medvp("--quiet", "train", repo_root / "configs" / "pneumoniamnist_demo.yaml", "--set",
+    result = medvp("train", repo_root / "configs" / "pneumoniamnist_demo.yaml", "--quiet", "--set",
                    "training.max_epochs=1", "--set", f"output.root={tmp_path}", "--set", "evaluation.splits=[]",
                    "--set", "model.options={channels: [4, 4, 8, 8]}", "--set", "data.batch_size=256",
                    "--set", "training.progress_bar=false")
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
-    assert "trained 1 epochs" in output
+    assert "trained 1 epoch in" in output
     assert "Epoch[" not in output and "INFO" not in output, output

@@ -3,8 +3,8 @@ import json
 import pytest
 
 import pipeline.experiments.provenance as provenance
-from pipeline.experiments import arm_overrides, load_spec, run_benchmark, write_report
 from pipeline.errors import ConfigError
+from pipeline.experiments import arm_overrides, load_spec, run_benchmark, write_report
 
 
 def tiny_spec(tmp_path, repo_root, n_train="[full]"):
@@ -54,7 +54,8 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
     missing.unlink()
     lines.clear()
     progress = run_benchmark(spec, report=lines.append, allow_dirty=True)
-    assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2 and "vp_original n=40 seed 1" in lines[1]
+    assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2
+    assert "vp_original n=40 seed 1" in lines[1]
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in untouched.items() if path != missing)
     written = write_report([tmp_path / "results" / "tiny"], tmp_path / "docs" / "benchmarks.md", repo_root)
     text = written[0].read_text()

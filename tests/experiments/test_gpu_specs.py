@@ -1,6 +1,7 @@
 """Every GPU benchmark spec must run as committed: each arm's config validates (tuned arms with a setting from the
 middle of their search space), and one epoch of the arms that change the network or the taps trains on the CPU on
-a tiny cut of the data (16 px, 1/8 of the channels), so a lent GPU spends its minutes on results, not on fixing specs."""
+a tiny cut of the data (16 px, 1/8 of the channels), so a lent GPU spends its minutes on results, not on fixing
+specs."""
 
 from pathlib import Path
 

@@ -3,8 +3,14 @@ as the oracle)."""
 
 import pytest
 
-from pipeline.experiments.statistics import (benjamini_hochberg, format_p, holm, minimal_detectable_difference,
-                                             paired_test, summarize)
+from pipeline.experiments.statistics import (
+    benjamini_hochberg,
+    format_p,
+    holm,
+    minimal_detectable_difference,
+    paired_test,
+    summarize,
+)
 
 
 def test_holm_step_down_by_hand():

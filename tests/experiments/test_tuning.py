@@ -4,8 +4,15 @@ import optuna
 import pytest
 
 import pipeline.engine.data_setup as components
-from pipeline.experiments.tuning import (SEARCH_SPACES, _Pruning, sampler_seed, search_ranges, storage_description,
-                                        trial_overrides, tune)
+from pipeline.experiments.tuning import (
+    SEARCH_SPACES,
+    _Pruning,
+    sampler_seed,
+    search_ranges,
+    storage_description,
+    trial_overrides,
+    tune,
+)
 
 
 @pytest.mark.slow

@@ -58,7 +58,17 @@ def test_files_give_the_probabilities_of_the_npz_items_they_were_written_from(sm
     assert np.abs(predict(model, transposed).probabilities - from_npz).max() > 1e-4
 
 
-def test_predict_with_saliency_writes_the_table_and_one_png_per_item(small_run, png_folder, tmp_path, demo_data):
+def test_predict_with_saliency_writes_the_table_and_one_png_per_item(small_run, png_folder, tmp_path, demo_data,
+                                                                     monkeypatch, capsys, restore_logging):
+    import pipeline.inference.saliency as saliency
+
+    titles, draw = [], saliency.save_saliency_png
+
+    def recording(path, image, heat, title, affine=None):
+        titles.append(title)
+        draw(path, image, heat, title, affine)
+
+    monkeypatch.setattr(saliency, "save_saliency_png", recording)
     out, maps = tmp_path / "predictions.csv", tmp_path / "maps"
     dicom = tmp_path / "dicom" / "x.dcm"
     dicom.parent.mkdir()
@@ -66,6 +76,9 @@ def test_predict_with_saliency_writes_the_table_and_one_png_per_item(small_run, 
         write_dicom(dicom, archive["test_images"][5])
     assert medvp(["predict", str(small_run), str(png_folder), str(dicom), "--out", str(out), "--saliency",
                   str(maps)]) == 0
+    assert titles[0].startswith("item 0\npredicted: ") and len(titles) == 13
+    assert not any("test_0" in title or "x.dcm" in title for title in titles)  # no file names without --show-names
+    assert "nvImageCodec" not in capsys.readouterr().err  # MONAI's optional GPU DICOM decoder: not medvp's concern
     rows = read_rows(out)
     assert list(rows[0]) == ["item", "predicted", "probability_normal", "probability_pneumonia"]
     assert len(rows) == 13 and rows[0]["item"] == str(png_folder / "test_000.png")
