@@ -267,10 +267,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _make_demo_dicom(args: argparse.Namespace) -> int:
     from pipeline.data.demo_dicom import write_demo_dicom
+    from pipeline.demo_data import packaged_file
 
-    demo = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist.npz"
-    if not demo.is_file():
-        raise MedvpError(f"{demo}: the embedded demo dataset is missing (install medvp from its repository)")
+    demo = packaged_file("pneumoniamnist.npz")
     counts = write_demo_dicom(demo, args.out, per_class=args.per_class)
     print(f"written: {args.out} ({', '.join(f'{name} {count}' for name, count in counts.items())} DICOM files)")
     return 0
@@ -280,8 +279,8 @@ def _export_bundle(args: argparse.Namespace) -> int:
     from pipeline.bundle import export_bundle, verify_bundle
 
     bundle = export_bundle(args.run_dir, args.out_dir, version=args.bundle_version, authors=args.authors,
-                           modality=args.modality, checkpoint=args.checkpoint)
-    verify_bundle(bundle)
+                           modality=args.modality, checkpoint=args.checkpoint, quiet=not args.debug)
+    verify_bundle(bundle, quiet=not args.debug)
     print(f"bundle written: {bundle} (metadata verified against MONAI's schema; network inputs/outputs verified)")
     print(f"run it: python -m monai.bundle run --config_file {bundle}/configs/inference.yaml "
           f"--meta_file {bundle}/configs/metadata.json --bundle_root {bundle} --dataset_dir IMAGES_DIR")

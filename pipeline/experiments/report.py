@@ -7,9 +7,9 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from scipy import stats
 
 from pipeline.errors import DataError
+from pipeline.extras import require_extra
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,6 +56,11 @@ _GAP_COLUMNS = (("gaps", "accuracy_train_minus_val", "acc train−val"), ("gaps"
                 (None, "train_seconds", "train s"))
 
 
+def _stats():
+    """scipy.stats (the ``medvp[stats]`` extra)."""
+    return require_extra("scipy.stats", "benchmark reports (t-intervals, paired t-tests)")
+
+
 def _value(result: dict, section: str | None, metric: str) -> float:
     return result[metric] if section is None else result[section][metric]
 
@@ -92,7 +97,7 @@ def summarize(values: list[float], confidence: float = 0.95) -> dict:
     if len(array) < 2:
         return {"n": len(array), "mean": mean, "sd": None, "low": None, "high": None}
     sd = float(array.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(array) - 1) * sd / np.sqrt(len(array)))
+    half = float(_stats().t.ppf(0.5 + confidence / 2, len(array) - 1) * sd / np.sqrt(len(array)))
     return {"n": len(array), "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
 
 
@@ -104,7 +109,7 @@ def paired_difference(arm: list[dict], reference: list[dict], section: str, metr
         return None
     differences = [a - b for a, b in pairs]
     summary = summarize(differences)
-    p_value = float(stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
+    p_value = float(_stats().ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
     summary["p"] = None if np.isnan(p_value) else p_value  # identical differences on every seed: no test
     return summary
 

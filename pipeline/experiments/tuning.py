@@ -7,13 +7,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import optuna
-
-from pipeline.experiments.spec import TUNED_ARMS
 from pipeline.config import Config, load_config
 from pipeline.engine import train
 from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
+from pipeline.experiments.spec import TUNED_ARMS
+from pipeline.extras import require_extra
+
+optuna = require_extra("optuna", "medvp tune")
 
 __all__ = ["SEARCH_SPACES", "storage_description", "tune", "trial_overrides", "write_trials"]
 
@@ -96,7 +97,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
 
 def storage_description(url: str) -> str:
     """A database URL as results may record it: the password hidden."""
-    from sqlalchemy.engine import make_url
+    make_url = require_extra("sqlalchemy.engine", "medvp tune --storage").make_url
 
     return make_url(url).render_as_string(hide_password=True)
 

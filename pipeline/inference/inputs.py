@@ -14,6 +14,7 @@ from monai.transforms import LoadImage
 from pipeline.data import SPLITS, read_medmnist
 from pipeline.data.dicom import is_dicom_file
 from pipeline.data.readers import read_image
+from pipeline.demo_data import PACKAGED_PREFIX, resolve_data_path
 from pipeline.errors import DataError
 
 __all__ = ["InputItem", "IMAGE_SUFFIXES", "image_reader", "load_image_file", "collect_inputs"]
@@ -83,12 +84,19 @@ def load_image_file(path: Path, loaders: dict[str, LoadImage] | None = None) -> 
     return np.asarray(image.array if hasattr(image, "array") else image)
 
 
+def _npz_file(spec: str) -> str:
+    """``file.npz[:split]`` without the split; ``medvp:<name>.npz[:split]`` names a demo file shipped with medvp."""
+    packaged = spec.startswith(PACKAGED_PREFIX)
+    path_text = spec[len(PACKAGED_PREFIX):].partition(":")[0] if packaged else spec.partition(":")[0]
+    return PACKAGED_PREFIX + path_text if packaged else path_text
+
+
 def _npz_items(spec: str) -> list[InputItem]:
-    path_text, _, split = spec.partition(":")
-    split = split or "test"
+    path_text = _npz_file(spec)
+    split = spec[len(path_text) + 1:] or "test"
     if split not in SPLITS:
         raise DataError(f"{spec}: unknown split {split!r}; expected one of {', '.join(SPLITS)} after the colon")
-    splits = read_medmnist(Path(path_text))
+    splits = read_medmnist(resolve_data_path(path_text, Path.cwd()))
     images = splits[split].images
     return [InputItem(name=f"{Path(path_text).name}:{split}:{index}", image=image) for index, image in
             enumerate(images)]
@@ -130,7 +138,7 @@ def collect_inputs(inputs: Sequence[str], numpy_order: bool = True) -> list[Inpu
 
     for spec in inputs:
         path = Path(spec)
-        npz_path = Path(spec.partition(":")[0]) if ".npz" in spec.lower() else None
+        npz_path = Path(_npz_file(spec)) if ".npz" in spec.lower() else None
         if npz_path is not None and npz_path.suffix.lower() == ".npz" and not path.is_dir():
             items += _npz_items(spec)
         elif path.is_dir() and not numpy_order and _is_dicom_series(path):
