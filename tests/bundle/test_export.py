@@ -211,3 +211,22 @@ def test_a_monai_network_bundle_needs_only_monai(resnet_run, png_folder, run_mod
     from_medvp = read_probabilities(tmp_path / "medvp.csv", skip_header=True)
     assert from_bundle.keys() == from_medvp.keys()
     assert max(np.abs(from_bundle[name] - from_medvp[name]).max() for name in from_bundle) <= 1e-5
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda mark: mark.pop("network"), "medvp.network: missing or not a dict"),
+    (lambda mark: mark["network"].pop("name"), "medvp.network: expected the keys"),
+    (lambda mark: mark["preprocessing"].update(preset="bogus"), "medvp.preprocessing.preset"),
+    (lambda mark: mark.update(class_names="normal"), "medvp.class_names: missing or not a list"),
+])
+def test_a_malformed_medvp_entry_is_a_one_line_error(bundle, png_folder, tmp_path, capsys, edit, named):
+    """The configs digest does not cover metadata.json, so its medvp entry is checked before it is used."""
+    import shutil
+
+    copy = shutil.copytree(bundle, tmp_path / "edited")
+    metadata = json.loads((copy / "configs" / "metadata.json").read_text())
+    edit(metadata["medvp"])
+    (copy / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    assert medvp(["predict", str(copy), str(png_folder), "--out", str(tmp_path / "p.csv")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("medvp: error: ") and named in error and "\n" not in error
