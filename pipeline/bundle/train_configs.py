@@ -264,6 +264,9 @@ def multi_gpu_config() -> dict[str, Any]:
         "initialize": ["$import torch.distributed as dist",
                        "$dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
                        "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
+                       # ignite creates its process group on first use (CheckpointSaver on rank 0 only): make it here,
+                       # on every rank, or rank 0 waits for the others in that collective call while they train
+                       "$import ignite.distributed as idist", "$idist.sync()",
                        "$sys.path.insert(1, os.path.abspath(@bundle_root))",
                        "$monai.utils.set_determinism(seed=@seed + @rank)", "$@network"],
         "finalize": ["$@feature_tap.remove() if @feature_tap is not None else None",
