@@ -283,7 +283,7 @@ def _export_bundle(args: argparse.Namespace) -> int:
     verify_bundle(bundle, quiet=not args.debug)
     print(f"bundle written: {bundle} (metadata verified against MONAI's schema; network inputs/outputs verified)")
     print(f"run it: python -m monai.bundle run --config_file {bundle}/configs/inference.yaml "
-          f"--meta_file {bundle}/configs/metadata.json --bundle_root {bundle} --dataset_dir IMAGES_DIR")
+          f"--meta_file {bundle}/configs/metadata.json --bundle_root {bundle} [--dataset_dir IMAGES_DIR]")
     return 0
 
 

@@ -60,6 +60,7 @@ def bundle(small_run, repo_root, tmp_path_factory) -> Path:
     result = _run_module("pipeline.cli", "export-bundle", small_run, out, "--modality", "X-ray", cwd=repo_root)
     assert result.returncode == 0, result.stderr
     assert "metadata verified" in result.stdout
+    assert " - INFO - " not in result.stdout + result.stderr  # MONAI's bundle tools are kept quiet
     return out
 
 

@@ -188,3 +188,21 @@ def test_multi_gpu_train_overrides_train_yaml_for_torchrun(tiny_bundle):
     initialize = parser["initialize"]
     assert initialize.index("$idist.sync()") < initialize.index("$@network")
     assert "$dist.is_initialized() and dist.destroy_process_group()" in parser["finalize"]
+
+
+def test_the_inference_glob_covers_the_file_kinds_the_run_read(tmp_path):
+    """A DICOM run's bundle reads .dcm files (a series folder counts as DICOM), and ships no DICOM sample."""
+    from pipeline.bundle.samples import inference_suffixes, run_file_kinds, write_samples
+    from pipeline.config import parse_config
+
+    (tmp_path / "splits.csv").write_text("item,label,split,patient\nnormal/a.dcm,normal,train,x\n"
+                                         "pneumonia/series_7,pneumonia,train,y\nnormal/b.dcm,normal,test,z\n")
+    (tmp_path / "data" / "normal").mkdir(parents=True)
+    (tmp_path / "data" / "normal" / "b.dcm").write_bytes(b"\0" * 132)
+    config = parse_config({"data": {"source": "folder", "path": str(tmp_path / "data")}}, "test", tmp_path)
+    kinds = run_file_kinds(tmp_path, config)
+    assert kinds == [".dcm"]
+    assert inference_suffixes(2, kinds) == [".png", ".jpg", ".jpeg", ".dcm"]
+    assert inference_suffixes(3, [".nii.gz", ".dcm"]) == [".nii", ".nii.gz", ".dcm"]
+    assert write_samples(tmp_path, config, tmp_path / "bundle") == []
+    assert not list((tmp_path / "bundle" / "sample_data").iterdir())
