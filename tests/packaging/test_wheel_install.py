@@ -17,6 +17,8 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
+import pipeline
+
 #: import name -> distribution name, where they differ
 _DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "ignite": "pytorch-ignite"}
 
@@ -91,6 +93,7 @@ def test_the_wheel_runs_the_demo_and_make_demo_dicom_from_another_folder(repo_ro
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
                     "--wheel-dir", str(wheels), str(source)], check=True, timeout=300)
     wheel = next(wheels.glob("medvp-*.whl"))
+    assert wheel.name.startswith(f"medvp-{pipeline.__version__}-")  # the version is written once, in the package
     environment = tmp_path / "venv"
     venv.create(environment, system_site_packages=True, with_pip=False)
     python = environment / "bin" / "python"
@@ -105,6 +108,7 @@ def test_the_wheel_runs_the_demo_and_make_demo_dicom_from_another_folder(repo_ro
     shutil.copy(repo_root / "configs" / "pneumoniamnist_demo.yaml", work / "demo.yaml")
     medvp = environment / "bin" / "medvp"
     result = subprocess.run([str(medvp), "--quiet", "train", "demo.yaml", "--set", "training.max_epochs=1",
+                             "--set", "data.batch_size=256",
                              "--set", "model.options.channels=[8,8,16,16]", "--set", "evaluation.bootstrap_samples=10"],
                             cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
