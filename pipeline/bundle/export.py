@@ -52,7 +52,7 @@ from pipeline.bundle.metadata import (
     schema_path,
 )
 from pipeline.bundle.readme import bundle_license, bundle_readme, data_description, preprocessing_description
-from pipeline.bundle.samples import inference_suffixes, run_file_kinds, write_samples
+from pipeline.bundle.samples import dicom_modality, inference_suffixes, run_file_kinds, write_samples
 from pipeline.bundle.train_configs import evaluate_config, multi_gpu_config, train_config
 from pipeline.config import Config
 from pipeline.demo_data import DEMO_FILES, PACKAGED_PREFIX, packaged_file
@@ -162,7 +162,8 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
         out_dir: the bundle folder to create.
         version: the bundle's version (metadata ``version``).
         authors: metadata ``authors``.
-        modality: imaging modality of the input (e.g. ``"X-ray"``), for ``network_data_format``.
+        modality: imaging modality of the input (e.g. ``"X-ray"``), for ``network_data_format``; when
+            ``"unspecified"``, a DICOM run's Modality tag.
         checkpoint: ``best`` or ``last``; default: the run's ``evaluation.checkpoint``.
         quiet: keep MONAI's bundle tools from logging their arguments at INFO.
 
@@ -182,6 +183,8 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     suffixes = inference_suffixes(info.spatial_dims, file_kinds)
     dataset_dir = _shipped_name(config)
     numpy_order = config.data.source == "medmnist"
+    if modality == "unspecified" and ".dcm" in file_kinds:
+        modality = dicom_modality(run_dir, config) or modality
 
     for folder in ("configs", "models", "docs"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)

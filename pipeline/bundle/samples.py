@@ -18,7 +18,7 @@ from pipeline.bundle.configs import IMAGE_SUFFIXES_2D, IMAGE_SUFFIXES_3D
 from pipeline.config import Config
 from pipeline.data import read_medmnist
 
-__all__ = ["SAMPLE_DIR", "run_file_kinds", "inference_suffixes", "write_samples"]
+__all__ = ["SAMPLE_DIR", "run_file_kinds", "inference_suffixes", "write_samples", "dicom_modality"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,19 @@ def run_file_kinds(run_dir: Path, config: Config) -> list[str]:
         return []
     kinds = {_suffix(name) or _DICOM for name in _split_items(run_dir, "train")}  # a series folder has no suffix
     return sorted(kinds)
+
+
+def dicom_modality(run_dir: Path, config: Config) -> str | None:
+    """The Modality tag (0008,0060) of the first training item of a DICOM run (a coded value such as ``CR``, ``CT``,
+    never an identifier); None for other runs or when the item is gone."""
+    from pipeline.data.dicom import first_header
+
+    base = config.data.path if config.data.path.is_dir() else config.data.path.parent
+    for item in _split_items(run_dir, "train")[:1]:
+        header = first_header(Path(item) if Path(item).is_absolute() else base / item)
+        modality = str(getattr(header, "Modality", "") or "").strip() if header is not None else ""
+        return modality or None
+    return None
 
 
 def inference_suffixes(spatial_dims: int, kinds: list[str]) -> list[str]:

@@ -206,3 +206,18 @@ def test_the_inference_glob_covers_the_file_kinds_the_run_read(tmp_path):
     assert inference_suffixes(3, [".nii.gz", ".dcm"]) == [".nii", ".nii.gz", ".dcm"]
     assert write_samples(tmp_path, config, tmp_path / "bundle") == []
     assert not list((tmp_path / "bundle" / "sample_data").iterdir())
+
+
+def test_a_dicom_runs_modality_comes_from_its_header(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from pipeline.bundle.samples import dicom_modality
+    from pipeline.config import parse_config
+
+    (tmp_path / "data" / "ct").mkdir(parents=True)
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "data" / "ct" / "a.dcm")
+    (tmp_path / "splits.csv").write_text("item,label,split,patient\nct/a.dcm,ct,train,x\n")
+    config = parse_config({"data": {"source": "folder", "path": str(tmp_path / "data")}}, "test", tmp_path)
+    assert dicom_modality(tmp_path, config) == "CT"
+    (tmp_path / "splits.csv").write_text("item,label,split,patient\nct/gone.dcm,ct,train,x\n")
+    assert dicom_modality(tmp_path, config) is None
