@@ -34,12 +34,17 @@ def tiny_data(demo_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, repo_root, tmp_path_factory):
+    import logging
+
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level  # medvp's main() sets up logging
     root = tmp_path_factory.mktemp("tiny_runs")
     arguments = ["--quiet", "train", str(repo_root / "configs" / "pneumoniamnist_demo.yaml"),
                  "--set", "training.max_epochs=1", "--set", f"output.root={root}", "--set", f"data.path={tiny_data}",
                  "--set", "evaluation.splits=[test]", "--set", "evaluation.bootstrap_samples=10",
                  "--set", "model.options.channels=[8,8,16,16]", "--set", "data.batch_size=32"]
     assert medvp(arguments) == 0
+    root_logger.handlers[:], root_logger.level = handlers, level
     return root / "pneumoniamnist_demo"
 
 
@@ -49,8 +54,17 @@ def tiny_bundle(tiny_run, tmp_path_factory):
 
 
 @pytest.fixture
-def bundle_copy(tiny_bundle, tmp_path):
-    return shutil.copytree(tiny_bundle, tmp_path / "bundle")
+def bundle_copy(tiny_bundle, tmp_path, monkeypatch):
+    """A copy of the tiny bundle; what a workflow run in this process changes globally is put back afterwards:
+    ``sys.path`` (the bundle root), the imported ``scripts`` package, torch's deterministic-algorithms switch."""
+    import sys
+
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    torch.use_deterministic_algorithms(deterministic)
+    for name in [name for name in sys.modules if name == "scripts" or name.startswith("scripts.")]:
+        del sys.modules[name]
 
 
 def _workflow(bundle, workflow_type, configs=("train.yaml",), **overrides) -> ConfigWorkflow:
