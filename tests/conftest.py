@@ -118,3 +118,13 @@ def _spawn_processes(worker, args: tuple, processes: int, timeout: float = 300.0
 def spawn_processes():
     """``spawn_processes(worker, args, processes)``: ``worker(rank, *args)`` in each process, with a deadline."""
     return _spawn_processes
+
+
+# Fixtures that train a model for real: every test using one is slow (the fast lane, -m "not slow", skips it).
+_TRAINING_FIXTURES = {"small_run", "bundle", "resnet_run", "one_epoch_run", "runs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

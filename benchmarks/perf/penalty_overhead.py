@@ -18,13 +18,12 @@ import math
 import statistics
 import time
 from pathlib import Path
-from unittest.mock import patch
 
 import torch
 from _common import pick_device, write_record
-
 from throughput import PENALTY_CASES, PenaltyCase, penalty_overhead
-from pipeline.losses import FeatureTap, variance_penalized, variance_penalty
+
+from pipeline.losses import FeatureTap, layer_variance, variance_penalty
 from pipeline.networks import NetworkSpec, build_network
 
 
@@ -58,25 +57,24 @@ def penalty_only(device: torch.device, image_size: int, batch_size: int, rounds:
         network(images)
     features = [feature.detach().requires_grad_(True) for feature in tap.features]
     tap.remove()
-    formulations = {"library": variance_penalized._layer_variance, "permutation_gather": permutation_gather}
+    formulations = {"library": layer_variance, "permutation_gather": permutation_gather}
     generator = torch.Generator().manual_seed(0)
 
-    def call(layer_variance) -> None:
-        with patch.object(variance_penalized, "_layer_variance", layer_variance):
-            variance_penalty(features, ratio, generator).backward()
+    def call(estimator) -> None:
+        variance_penalty(features, ratio, generator, estimator).backward()
         for feature in features:
             feature.grad = None
 
     seconds: dict[str, list[float]] = {name: [] for name in formulations}
-    for layer_variance in formulations.values():
-        call(layer_variance)  # warm-up
+    for estimator in formulations.values():
+        call(estimator)  # warm-up
     for _ in range(rounds):
-        for name, layer_variance in formulations.items():
+        for name, estimator in formulations.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
             for _ in range(repeats):
-                call(layer_variance)
+                call(estimator)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds[name].append((time.perf_counter() - started) / repeats)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from unittest.mock import patch
 
 import ignite
 import monai
@@ -28,10 +27,13 @@ import numpy as np
 import torch
 
 from pipeline.config import load_config
+from pipeline.data import SPLITS
+from pipeline.data.npz_guard import check_npz_headers
 from pipeline.engine import train
-from pipeline.engine.components import autocast_dtype, make_loss, make_network, make_optimizer, prepare_data
-from pipeline.engine.train import hardware_description
-from pipeline.losses import FeatureTap, VariancePenalizedLoss, variance_penalized
+from pipeline.engine.builders import make_loss, make_network, make_optimizer
+from pipeline.engine.data_setup import prepare_data
+from pipeline.engine.device import autocast_dtype, hardware_description
+from pipeline.losses import FeatureTap, LayerVariance, VariancePenalizedLoss, layer_variance
 from pipeline.networks import NetworkSpec, build_network
 
 __all__ = ["environment", "PeakMemory", "peak_memory", "PenaltyCase", "PENALTY_CASES", "penalty_overhead",
@@ -160,9 +162,9 @@ class PenaltyCase:
     name: str
     taps: str | None = None
     feature_sampling_ratio: float = 0.2
-    #: a stand-in for ``pipeline.losses.variance_penalized._layer_variance`` (same signature), swapped in for this
-    #: case's loss calls only: to time another formulation of the penalty against the library's in the same run.
-    layer_variance: Callable[[torch.Tensor, float, torch.Generator | None], torch.Tensor] | None = None
+    #: another formulation of the per-layer penalty (``pipeline.losses.LayerVariance``), passed to this case's loss
+    #: as its ``estimator``: to time it against the library's ``layer_variance`` in the same run.
+    layer_variance: LayerVariance | None = None
 
 
 PENALTY_CASES = (
@@ -183,7 +185,7 @@ def _penalty_step(case: PenaltyCase, device: torch.device, image_size: int, batc
     tap = FeatureTap(network, case.taps) if case.taps else None
     loss = VariancePenalizedLoss(variance_weight=0.01 if tap else 0.0,
                                  feature_sampling_ratio=case.feature_sampling_ratio, task="multiclass",
-                                 feature_source=tap, seed=seed)
+                                 feature_source=tap, seed=seed, estimator=case.layer_variance or layer_variance)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
     images = torch.randn(batch_size, 1, image_size, image_size, device=device)
     if device.type == "cuda":
@@ -191,17 +193,10 @@ def _penalty_step(case: PenaltyCase, device: torch.device, image_size: int, batc
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
     network.train()
 
-    def formulation():
-        if case.layer_variance is None:
-            return nullcontext()
-        return patch.object(variance_penalized, "_layer_variance", case.layer_variance)
-
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, dtype):
-            logits = network(images)
-            with formulation():
-                total = loss(logits, labels)
+            total = loss(network(images), labels)
         total.backward()
         optimizer.step()
 
@@ -277,9 +272,12 @@ def penalty_overhead(device: torch.device, image_size: int, batch_size: int, ste
     return {"settings": settings, "cases": results}
 
 
+MEDMNIST_ARRAYS = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+
 def subset_medmnist(source: Path, out: Path, train_items: int, val_items: int) -> Path:
     """Write the first ``train_items``/``val_items`` of a MedMNIST ``.npz``'s train/val splits (and its whole test
     split) to ``out``: real images, fewer of them, for a short run."""
+    check_npz_headers(source, MEDMNIST_ARRAYS)  # the guard every medvp reader of an .npz goes through
     with np.load(source, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     for split, count in (("train", train_items), ("val", val_items)):
@@ -372,6 +370,7 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
         data_override = []
         if train_items is not None or val_items is not None:
             source = load_config(base_config).data.path
+            check_npz_headers(source, MEDMNIST_ARRAYS)  # the guard every medvp reader of an .npz goes through
             with np.load(source, allow_pickle=False) as archive:
                 counts = (train_items or len(archive["train_labels"]), val_items or len(archive["val_labels"]))
             subset = subset_medmnist(source, scratch_dir / "subset.npz", *counts)

@@ -65,19 +65,19 @@ def network_target(factory: Any, in_bundle: bool = False) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def _plain(value: Any) -> Any:
+def _lists_for_yaml(value: Any) -> Any:
     """Tuples as lists, so the YAML stays plain."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _lists_for_yaml(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_lists_for_yaml(item) for item in value]
     return value
 
 
 def network_def(spec: NetworkSpec, in_bundle: bool = False) -> dict[str, Any]:
     """``network_def``: the same class and arguments :func:`pipeline.networks.build_network` uses."""
     factory, kwargs = network_definition(spec)
-    return {"_target_": network_target(factory, in_bundle), **_plain(kwargs)}
+    return {"_target_": network_target(factory, in_bundle), **_lists_for_yaml(kwargs)}
 
 
 def is_monai_network(network_def_: dict[str, Any]) -> bool:

@@ -56,8 +56,8 @@ from pipeline.bundle.samples import dicom_modality, inference_suffixes, run_file
 from pipeline.bundle.train_configs import evaluate_config, multi_gpu_config, train_config
 from pipeline.config import Config
 from pipeline.demo_data import DEMO_FILES, PACKAGED_PREFIX, packaged_file
-from pipeline.engine.components import network_spec
-from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary
+from pipeline.engine.builders import network_spec
+from pipeline.engine.rundir import RunDir
 from pipeline.errors import DataError
 
 __all__ = ["export_bundle", "verify_bundle"]
@@ -69,10 +69,6 @@ _MEDMNIST_REFERENCE = ("Yang J. et al., MedMNIST v2: a large-scale lightweight b
                        "image classification, Scientific Data 10:41 (2023)")
 _DATA_TYPES = {".dcm": "dicom", ".nii": "nibabel", ".nii.gz": "nibabel", ".png": "png", ".jpg": "jpeg",
                ".jpeg": "jpeg"}
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _required_packages(spatial_dims: int, file_kinds: list[str]) -> dict[str, str]:
@@ -91,11 +87,6 @@ def _required_packages(spatial_dims: int, file_kinds: list[str]) -> dict[str, st
 
         packages["pydicom"] = pydicom.__version__
     return packages
-
-
-def _weights(run_dir: Path, which: str) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint_path(run_dir, which), map_location="cpu", weights_only=True)
-    return state["network"] if isinstance(state.get("network"), dict) else state
 
 
 def _shipped_name(config: Config) -> str | None:
@@ -170,27 +161,27 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     Raises:
         DataError: when ``run_dir`` is not a finished run or ``out_dir`` holds files.
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    config = load_run_config(run_dir)
-    summary, info = load_run_summary(run_dir)
+    run_dir, out_dir, run = Path(run_dir), Path(out_dir), RunDir(run_dir)
+    config, run_summary = run.config(), run.summary()
+    info, summary = run_summary.info, run_summary.model_dump(mode="json")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; choose a new bundle folder")
     which = checkpoint or config.evaluation.checkpoint
     input_shape = list(summary["input_shape"])
     spec = network_spec(config, info)
     run_config = config.model_dump(mode="json")
-    file_kinds = run_file_kinds(run_dir, config)
+    file_kinds = run_file_kinds(run, config)
     suffixes = inference_suffixes(info.spatial_dims, file_kinds)
     dataset_dir = _shipped_name(config)
     numpy_order = config.data.source == "medmnist"
     if modality == "unspecified" and ".dcm" in file_kinds:
-        modality = dicom_modality(run_dir, config) or modality
+        modality = dicom_modality(run, config) or modality
 
     for folder in ("configs", "models", "docs"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    torch.save(_weights(run_dir, which), out_dir / "models" / "model.pt")
+    torch.save(run.weights(which), out_dir / "models" / "model.pt")
     uses_scripts = _write_scripts(out_dir, spec)
-    samples = write_samples(run_dir, config, out_dir)
+    samples = write_samples(run, config, out_dir)
     _write_configs(out_dir, {
         "inference.yaml": inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size,
                                            numpy_order, suffixes),
@@ -198,7 +189,7 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
         "evaluate.yaml": evaluate_config(),
         "multi_gpu_train.yaml": multi_gpu_config(),
     })
-    metadata = _metadata(run_dir, config, summary, info, which, version, authors, modality, input_shape,
+    metadata = _metadata(run, config, summary, info, which, version, authors, modality, input_shape,
                          file_kinds, dataset_dir)
     metadata[MARK_KEY] = {
         "format": 1,
@@ -230,11 +221,10 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     return out_dir
 
 
-def _metadata(run_dir: Path, config: Config, summary: dict, info, which: str, version: str, authors: str,
+def _metadata(run: RunDir, config: Config, summary: dict, info, which: str, version: str, authors: str,
               modality: str, input_shape: list[int], file_kinds: list[str], dataset_dir: str | None) -> dict:
     """MONAI's metadata keys, written from the run: data source, preprocessing, metrics, penalty settings."""
-    reports = {split: json.loads((run_dir / f"metrics_{split}.json").read_text(encoding="utf-8"))
-               for split in ("val", "test") if (run_dir / f"metrics_{split}.json").is_file()}
+    reports = {split: run.metrics(split) for split in ("val", "test") if run.metrics(split) is not None}
     classes = ", ".join(info.class_names)
     medmnist = config.data.source == "medmnist"
     loss = config.loss
@@ -242,7 +232,7 @@ def _metadata(run_dir: Path, config: Config, summary: dict, info, which: str, ve
     return {
         "schema": SCHEMA_URL,
         "version": version,
-        "changelog": {version: f"exported by medvp {pipeline.__version__} from run '{run_dir.name}' "
+        "changelog": {version: f"exported by medvp {pipeline.__version__} from run '{run.path.name}' "
                                f"({which} checkpoint, epoch {summary['best_epoch'] if which == 'best' else 'last'})"},
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
@@ -252,7 +242,7 @@ def _metadata(run_dir: Path, config: Config, summary: dict, info, which: str, ve
         # MONAI 1.6 renames that key to required_packages_version when it parses the metadata (DEPRECATED_ID_MAPPING)
         "training_packages_version": {"medvp": pipeline.__version__},
         "supported_apps": {},
-        "name": f"{config.output.name or run_dir.name} ({config.model.name})",
+        "name": f"{config.output.name or run.path.name} ({config.model.name})",
         "task": f"{info.task} classification of {info.spatial_dims}D images into {classes}",
         "description": f"A {config.model.name} classifier ({info.spatial_dims}D, {info.in_channels} channel(s), "
                        f"{len(info.class_names)} classes: {classes}) trained from scratch by medvp with the "

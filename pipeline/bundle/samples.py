@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.bundle.configs import IMAGE_SUFFIXES_2D, IMAGE_SUFFIXES_3D
 from pipeline.config import Config
 from pipeline.data import read_medmnist
+from pipeline.engine.rundir import RunDir
 
 __all__ = ["SAMPLE_DIR", "run_file_kinds", "inference_suffixes", "write_samples", "dicom_modality"]
 
@@ -32,30 +33,30 @@ def _suffix(name: str) -> str:
     return ".nii.gz" if lowered.endswith(".nii.gz") else Path(lowered).suffix
 
 
-def _split_items(run_dir: Path, split: str) -> list[str]:
-    path = run_dir / "splits.csv"
+def _split_items(run: RunDir, split: str) -> list[str]:
+    path = run.splits_table
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
         return [row["item"] for row in csv.DictReader(handle) if row.get("split") == split]
 
 
-def run_file_kinds(run_dir: Path, config: Config) -> list[str]:
+def run_file_kinds(run: RunDir, config: Config) -> list[str]:
     """The file suffixes a file-source run trained on (``.dcm`` for DICOM files and series folders); empty for
     MedMNIST arrays."""
     if config.data.source == "medmnist":
         return []
-    kinds = {_suffix(name) or _DICOM for name in _split_items(run_dir, "train")}  # a series folder has no suffix
+    kinds = {_suffix(name) or _DICOM for name in _split_items(run, "train")}  # a series folder has no suffix
     return sorted(kinds)
 
 
-def dicom_modality(run_dir: Path, config: Config) -> str | None:
+def dicom_modality(run: RunDir, config: Config) -> str | None:
     """The Modality tag (0008,0060) of the first training item of a DICOM run (a coded value such as ``CR``, ``CT``,
     never an identifier); None for other runs or when the item is gone."""
     from pipeline.data.dicom import first_header
 
     base = config.data.path if config.data.path.is_dir() else config.data.path.parent
-    for item in _split_items(run_dir, "train")[:1]:
+    for item in _split_items(run, "train")[:1]:
         header = first_header(Path(item) if Path(item).is_absolute() else base / item)
         modality = str(getattr(header, "Modality", "") or "").strip() if header is not None else ""
         return modality or None
@@ -88,10 +89,10 @@ def _write_arrays(config: Config, out_dir: Path, count: int) -> list[str]:
     return names
 
 
-def _copy_files(run_dir: Path, config: Config, out_dir: Path, count: int) -> list[str]:
+def _copy_files(run: RunDir, config: Config, out_dir: Path, count: int) -> list[str]:
     names = []
     base = config.data.path if config.data.path.is_dir() else config.data.path.parent  # folder / CSV or datalist
-    for item in _split_items(run_dir, "test"):
+    for item in _split_items(run, "test"):
         source = Path(item) if Path(item).is_absolute() else base / item
         if not source.is_file() or _suffix(source.name) not in _COPYABLE:
             continue  # DICOM (patient headers), series folders, and files no longer there
@@ -103,14 +104,14 @@ def _copy_files(run_dir: Path, config: Config, out_dir: Path, count: int) -> lis
     return names
 
 
-def write_samples(run_dir: Path, config: Config, bundle_dir: Path, count: int = 4) -> list[str]:
+def write_samples(run: RunDir, config: Config, bundle_dir: Path, count: int = 4) -> list[str]:
     """Write up to ``count`` test-split inputs into ``bundle_dir/sample_data``; returns their file names."""
     out_dir = bundle_dir / SAMPLE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.data.source == "medmnist":
         names = _write_arrays(config, out_dir, count)
     else:
-        names = _copy_files(run_dir, config, out_dir, count)
+        names = _copy_files(run, config, out_dir, count)
     if not names:
         logger.warning("the bundle ships no sample input: the run's test items are DICOM or no longer readable")
     return names

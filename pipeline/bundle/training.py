@@ -11,7 +11,6 @@ stop with one line (``SystemExit``) instead, naming the config key to set.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,7 +51,7 @@ def read_splits(data: dict[str, Any], dataset_dir: str | None) -> dict[str, list
     if not settings.path.exists():
         raise _stop(f"dataset_dir = {dataset_dir}: no such file or folder")
     try:
-        source = load_source(SimpleNamespace(data=settings))
+        source = load_source(settings)
     except MedvpError as error:
         raise _stop(str(error)) from None
     return {split: [{key: item[key] for key in ("image", "label", "name")} for item in items]

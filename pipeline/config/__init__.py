@@ -1,6 +1,6 @@
 """Configuration: the only place raw YAML is read and checked."""
 
-from pipeline.config.loader import apply_overrides, load_config, parse_config, save_config
+from pipeline.config.loader import apply_overrides, load_config, load_saved_config, parse_config, read_yaml, save_config
 from pipeline.config.schema import (
     Config,
     DataConfig,
@@ -27,6 +27,8 @@ __all__ = [
     "TrainingConfig",
     "apply_overrides",
     "load_config",
+    "load_saved_config",
     "parse_config",
+    "read_yaml",
     "save_config",
 ]

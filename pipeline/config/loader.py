@@ -13,10 +13,16 @@ from pipeline.config.schema import Config
 from pipeline.demo_data import resolve_data_path
 from pipeline.errors import ConfigError
 
-__all__ = ["load_config", "parse_config", "apply_overrides", "save_config", "format_validation_error"]
+__all__ = ["load_config", "parse_config", "apply_overrides", "save_config", "format_validation_error", "read_yaml",
+           "load_saved_config"]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path`` (safe loading: a ``!!python`` tag is refused, not run).
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8 text, not YAML, or not a mapping; one line naming the file.
+    """
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
@@ -139,11 +145,16 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path) -> Confi
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read, override and validate the YAML pipeline at ``path``."""
     path = Path(path)
-    document = apply_overrides(_read_yaml(path), overrides)
+    document = apply_overrides(read_yaml(path), overrides)
     config = parse_config(document, str(path), path.resolve().parent)
     if config.output.name is None:
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": path.stem})})
     return config
+
+
+def load_saved_config(path: Path) -> Config:
+    """The resolved configuration a run saved with :func:`save_config` (its data path is already absolute)."""
+    return parse_config(read_yaml(path), str(path), path.parent)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.kinds import Split
 from pipeline.losses import TAP_CHOICES
 from pipeline.networks import NETWORKS
 from pipeline.transforms.policy import check_augmentation
@@ -27,7 +28,6 @@ __all__ = [
 ]
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
-Split = Literal["train", "val", "test"]
 
 
 class _Section(BaseModel):
@@ -135,7 +135,8 @@ class AugmentationConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "resnet18"
-    small_input: bool = Field(False, description="ResNet stem for 28-px images: 3x3 conv, stride 1, no max-pool")
+    small_input: bool = Field(False, description="stem for 28-px images (3x3 conv, stride 1, no max-pool) where "
+                              "the network supports it (ResNets)")
     dropout: Probability = 0.0
     options: dict = Field(default_factory=dict, description="extra keyword arguments of the network class")
 
@@ -147,9 +148,15 @@ class ModelConfig(_Section):
         return name
 
     @model_validator(mode="after")
-    def _dropout_supported(self) -> ModelConfig:
-        if self.dropout > 0 and self.name not in ("simplecnn", "densenet121"):
-            raise ValueError(f"dropout is supported for simplecnn and densenet121, not {self.name}")
+    def _supported(self) -> ModelConfig:
+        """What the network registry says this network supports."""
+        entry = NETWORKS[self.name]
+        if self.dropout > 0 and not entry.dropout:
+            supported = sorted(name for name, other in NETWORKS.items() if other.dropout)
+            raise ValueError(f"dropout is supported for {', '.join(supported)}, not {self.name}")
+        if self.small_input and not entry.small_input:
+            supported = sorted(name for name, other in NETWORKS.items() if other.small_input)
+            raise ValueError(f"small_input is supported for {', '.join(supported)}, not {self.name}")
         return self
 
 
@@ -203,7 +210,7 @@ class OutputConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    splits: list[Split] = Field(["test"], description="splits evaluated after training with the chosen checkpoint")
+    splits: list[Split] = Field([Split.TEST], description="splits evaluated after training with the chosen checkpoint")
     checkpoint: Literal["best", "last"] = "best"
     bootstrap_samples: Annotated[int, Field(ge=0)] = 1000
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95

@@ -20,7 +20,7 @@ import torch
 from monai.data import MetaTensor
 from monai.data.image_reader import PydicomReader
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 
 __all__ = ["DicomOptions", "DEFAULT_DICOM", "SeriesInfo", "is_dicom_file", "scan_series", "read_dicom", "patient_key",
            "geometry_problems", "hash_identifier", "first_header"]
@@ -196,7 +196,7 @@ def _decode(path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
     except DataError:
         raise
     except Exception as error:  # pydicom/decoders raise many types for corrupt or unsupported pixel data
-        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        message = first_line(error, 160)
         raise DataError(f"{path}: cannot decode the pixel data ({message})") from None
     array = np.asarray(array, dtype=np.float32)
     if array.ndim == 3:

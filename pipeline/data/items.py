@@ -12,10 +12,10 @@ from monai.transforms import Compose
 from torch.utils.data import Sampler
 
 from pipeline.errors import DataError
+from pipeline.kinds import SPLITS
 
 __all__ = ["SPLITS", "SplitItems", "DatasetInfo", "describe_dataset", "encode_labels", "make_dataset", "make_loader"]
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

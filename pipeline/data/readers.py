@@ -21,7 +21,7 @@ from monai.data.image_reader import NibabelReader, PILReader
 from monai.transforms import MapTransform
 
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions, is_dicom_file, read_dicom
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 from pipeline.extras import require_extra
 
 __all__ = ["ReadResult", "read_image", "ReadImaged", "IMAGE_SUFFIXES"]
@@ -44,7 +44,7 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _plain(array: np.ndarray, affine: np.ndarray, path: Path, modality: str = "") -> MetaTensor:
+def _as_meta_tensor(array: np.ndarray, affine: np.ndarray, path: Path, modality: str = "") -> MetaTensor:
     image = MetaTensor(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), affine=torch.as_tensor(affine))
     image.meta["filename_or_obj"] = str(path)
     image.meta["modality"] = modality
@@ -57,7 +57,7 @@ def _read_with(reader, path: Path) -> tuple[np.ndarray, dict]:
             warnings.simplefilter("ignore")
             return reader.get_data(reader.read(str(path)))
     except Exception as error:  # the readers raise many exception types for corrupt files
-        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        message = first_line(error, 160)
         raise DataError(f"{path}: cannot read the image ({message})") from None
 
 
@@ -69,7 +69,7 @@ def _check_nifti_size(path: Path) -> None:
         shape = tuple(int(size) for size in header.get_data_shape())
         declared = math.prod(shape) * header.get_data_dtype().itemsize + int(header.get("vox_offset", 0))
     except Exception as error:  # nibabel raises many types for damaged headers
-        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        message = first_line(error, 160)
         raise DataError(f"{path}: cannot read the NIfTI header ({message})") from None
     if _suffix(path) == ".nii.gz":
         with open(path, "rb") as handle:  # gzip's trailer holds the uncompressed size modulo 2**32
@@ -92,9 +92,9 @@ def _read_nifti(path: Path) -> MetaTensor:
     array, meta = _read_with(NibabelReader(), path)
     affine = np.asarray(meta.get("affine", np.eye(4)))
     if array.ndim == 4:  # (x, y, z, t): the fourth axis becomes channels
-        return _plain(np.moveaxis(array, -1, 0), affine, path, "MR")
+        return _as_meta_tensor(np.moveaxis(array, -1, 0), affine, path, "MR")
     if array.ndim in (2, 3):
-        return _plain(array[None], affine, path)
+        return _as_meta_tensor(array[None], affine, path)
     raise DataError(f"{path}: a NIfTI image of {array.ndim} dimensions; expected 2, 3 or 4")
 
 
@@ -103,8 +103,8 @@ def _read_pil(path: Path) -> MetaTensor:
     if array.ndim == 3:
         if array.shape[-1] == 4:
             array = array[..., :3]
-        return _plain(np.moveaxis(array, -1, 0), np.eye(4), path)
-    return _plain(array[None], np.eye(4), path)
+        return _as_meta_tensor(np.moveaxis(array, -1, 0), np.eye(4), path)
+    return _as_meta_tensor(array[None], np.eye(4), path)
 
 
 def _read_itk(path: Path) -> MetaTensor:
@@ -123,8 +123,8 @@ def _read_itk(path: Path) -> MetaTensor:
     affine[:dims, 3] = image.GetOrigin()
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK is LPS
     if image.GetNumberOfComponentsPerPixel() > 1:
-        return _plain(np.moveaxis(array, -1, 0), affine, path)
-    return _plain(array[None], affine, path)
+        return _as_meta_tensor(np.moveaxis(array, -1, 0), affine, path)
+    return _as_meta_tensor(array[None], affine, path)
 
 
 def read_image(path: Path, dicom: DicomOptions = DEFAULT_DICOM) -> ReadResult:

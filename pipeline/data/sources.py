@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from monai.data import load_decathlon_datalist
@@ -22,12 +23,24 @@ from pipeline.data.medmnist import read_medmnist
 from pipeline.data.splits import grouped_stratified_split
 from pipeline.errors import DataError
 
-__all__ = ["SourceData", "SOURCES", "load_source", "split_table"]
+__all__ = ["SourceData", "SourceSettings", "SOURCES", "load_source", "split_table"]
 
 logger = logging.getLogger(__name__)
 
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
+
+
+class SourceSettings(Protocol):
+    """The settings a source reads (the configuration's validated ``data`` section has them)."""
+
+    source: str
+    path: Path
+    task: str
+    class_names: list[str] | None
+    spatial_dims: str | int
+    split_fractions: Sequence[float]
+    split_seed: int
 
 
 @dataclass
@@ -43,9 +56,9 @@ class SourceData:
     notes: list[str] = field(default_factory=list)
 
 
-def _medmnist(config) -> SourceData:
-    arrays = read_medmnist(config.data.path, config.data.spatial_dims)
-    info = describe_dataset(arrays, config.data.task, config.data.class_names, str(config.data.path))
+def _medmnist(settings: SourceSettings) -> SourceData:
+    arrays = read_medmnist(settings.path, settings.spatial_dims)
+    info = describe_dataset(arrays, settings.task, settings.class_names, str(settings.path))
     splits = {}
     for split in SPLITS:
         labels = encode_labels(arrays[split].labels, info.task)
@@ -66,8 +79,8 @@ def _patient_of(path: Path) -> str | None:
     return patient_key(header) if header is not None else None
 
 
-def _folder(config) -> list[dict]:
-    root = config.data.path
+def _folder(settings: SourceSettings) -> list[dict]:
+    root = settings.path
     if not root.is_dir():
         raise DataError(f"{root}: data.path must be a folder for data.source: folder")
     children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -84,8 +97,8 @@ def _folder(config) -> list[dict]:
     return records
 
 
-def _csv(config) -> list[dict]:
-    path = config.data.path
+def _csv(settings: SourceSettings) -> list[dict]:
+    path = settings.path
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found (data.path)")
     with open(path, newline="", encoding="utf-8") as handle:
@@ -109,8 +122,8 @@ def _csv(config) -> list[dict]:
     return records
 
 
-def _datalist(config) -> list[dict]:
-    path = config.data.path
+def _datalist(settings: SourceSettings) -> list[dict]:
+    path = settings.path
     if not path.is_file():
         raise DataError(f"{path}: datalist JSON not found (data.path)")
     try:
@@ -146,11 +159,11 @@ def _class_names(records: list[dict], declared: list[str] | None, source: Path) 
     return sorted(found, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
 
 
-def _from_records(records: list[dict], config) -> SourceData:
-    source = config.data.path
+def _from_records(records: list[dict], settings: SourceSettings) -> SourceData:
+    source = settings.path
     if not records:
         raise DataError(f"{source}: no items found")
-    class_names = _class_names(records, config.data.class_names, source)
+    class_names = _class_names(records, settings.class_names, source)
     if len(class_names) < 2:
         raise DataError(f"{source}: found a single class {class_names}; a classifier needs at least two")
     index = {name: position for position, name in enumerate(class_names)}
@@ -162,7 +175,7 @@ def _from_records(records: list[dict], config) -> SourceData:
         if any(split is not None for split in given):
             raise DataError(f"{source}: some items have a split and others do not; give every item a split or none")
         assigned = grouped_stratified_split([r["label"] for r in records], [r["patient"] for r in records],
-                                            config.data.split_fractions, config.data.split_seed)
+                                            settings.split_fractions, settings.split_seed)
         for record, split in zip(records, assigned, strict=True):
             record["split"] = split
     splits = {split: [] for split in SPLITS}
@@ -171,8 +184,8 @@ def _from_records(records: list[dict], config) -> SourceData:
     empty = [split for split, items in splits.items() if not items]
     if empty:
         raise DataError(f"{source}: no items in split(s) {empty}")
-    task = "binary" if len(class_names) == 2 and config.data.task in ("auto", "binary") else "multiclass"
-    if config.data.task == "multilabel":
+    task = "binary" if len(class_names) == 2 and settings.task in ("auto", "binary") else "multiclass"
+    if settings.task == "multilabel":
         raise DataError(f"{source}: multi-label tasks need a MedMNIST-style source; folder/csv/datalist are "
                         "single-label")
     for items in splits.values():
@@ -185,13 +198,13 @@ def _from_records(records: list[dict], config) -> SourceData:
 SOURCES: dict[str, Callable] = {"folder": _folder, "csv": _csv, "datalist": _datalist}
 
 
-def load_source(config) -> SourceData:
-    """Items per split for the configured ``data.source``."""
-    if config.data.source == "medmnist":
-        return _medmnist(config)
-    data = _from_records(SOURCES[config.data.source](config), config)
+def load_source(settings: SourceSettings) -> SourceData:
+    """Items per split for ``settings.source`` (the configuration's ``data`` section)."""
+    if settings.source == "medmnist":
+        return _medmnist(settings)
+    data = _from_records(SOURCES[settings.source](settings), settings)
     counts = ", ".join(f"{split} {len(items)}" for split, items in data.splits.items())
-    logger.info("%s: %d classes %s; %s%s", config.data.path, len(data.class_names), data.class_names, counts,
+    logger.info("%s: %d classes %s; %s%s", settings.path, len(data.class_names), data.class_names, counts,
                 " (split here, grouped by patient)" if data.split_made_here else "")
     return data
 

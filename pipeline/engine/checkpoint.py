@@ -22,7 +22,7 @@ import ignite.distributed as idist
 import torch
 from ignite.handlers import Checkpoint, DiskSaver
 
-from pipeline.errors import DataError, StorageError
+from pipeline.errors import DataError, StorageError, first_line
 
 __all__ = ["AtomicDiskSaver", "CHECKPOINT_DIR", "BEST_CHECKPOINT", "EPOCH_PATTERN", "ITERATION_PATTERN",
            "load_checkpoint", "resume_checkpoint", "adopt_saved_files"]
@@ -101,7 +101,7 @@ def _reason(error: BaseException) -> str:
         if isinstance(cause, OSError):
             return "disk full" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
         cause = cause.__cause__ or cause.__context__
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return first_line(error)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -127,8 +127,7 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise DataError(f"checkpoint {path} not found") from None
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a bad file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path}: not a loadable medvp checkpoint ({first_line})") from None
+        raise DataError(f"{path}: not a loadable medvp checkpoint ({first_line(error)})") from None
 
 
 def resume_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict] | None:

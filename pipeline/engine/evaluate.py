@@ -9,64 +9,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from ignite.engine import Events
 from monai.engines import SupervisedEvaluator
 from monai.utils import CommonKeys as Keys
 
-from pipeline.config import Config, parse_config
-from pipeline.data import DatasetInfo
-from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint
-from pipeline.engine.components import autocast_dtype, make_network, prepare_data, select_device
+from pipeline.config import Config
+from pipeline.engine.builders import make_network
+from pipeline.engine.data_setup import prepare_data
+from pipeline.engine.device import autocast_dtype, select_device
 from pipeline.engine.history import json_safe
 from pipeline.engine.outputs import probabilities
-from pipeline.errors import ConfigError, DataError
+from pipeline.engine.rundir import RunDir
+from pipeline.errors import ConfigError
 from pipeline.evaluation import metrics_with_intervals
+from pipeline.kinds import SPLITS, Split, Task
 
-__all__ = ["load_run_config", "load_run_summary", "checkpoint_path", "load_weights", "predict_split", "evaluate_run"]
+__all__ = ["load_run_config", "predict_split", "evaluate_run"]
 
 logger = logging.getLogger(__name__)
 
 
 def load_run_config(run_dir: Path) -> Config:
-    """The resolved configuration a run was trained with."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise DataError(f"{run_dir} is not a medvp run directory (no config.yaml)")
-    return parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), run_dir)
-
-
-def load_run_summary(run_dir: Path) -> tuple[dict, DatasetInfo]:
-    """A finished run's ``train_summary.json`` and the dataset description it records (task, classes, shape)."""
-    path = run_dir / "train_summary.json"
-    if not path.is_file():
-        raise DataError(f"{run_dir}: no train_summary.json; did training finish?")
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    info = DatasetInfo(task=summary["task"], class_names=list(summary["class_names"]),
-                       in_channels=summary["in_channels"], spatial_dims=summary["spatial_dims"],
-                       spatial_shape=tuple(summary["input_shape"][1:]))
-    return summary, info
-
-
-def checkpoint_path(run_dir: Path, which: str) -> Path:
-    """``best``: the highest validation AUC; ``last``: the latest epoch checkpoint."""
-    directory = run_dir / CHECKPOINT_DIR
-    if which == "best":
-        path = directory / BEST_CHECKPOINT
-    else:
-        epochs = sorted(directory.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
-        path = epochs[-1] if epochs else directory / "checkpoint_epoch=?.pt"
-    if not path.is_file():
-        raise DataError(f"{run_dir}: no {which} checkpoint ({path.name}); did training finish an epoch?")
-    return path
-
-
-def load_weights(network: torch.nn.Module, path: Path) -> None:
-    """Load a checkpoint (a plain state dict, or an epoch checkpoint's ``network``) safely (no pickled code)."""
-    state = load_checkpoint(path)
-    if "network" in state and isinstance(state["network"], dict):
-        state = state["network"]
-    network.load_state_dict(state)
+    """The resolved configuration a run was trained with (see :meth:`RunDir.config`)."""
+    return RunDir(run_dir).config()
 
 
 def predict_split(config: Config, run_dir: Path, split: str, which: str = "best") -> tuple[np.ndarray, np.ndarray, str,
@@ -76,12 +41,13 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     Returns:
         (probabilities, labels, task, class names); binary probabilities are the positive class's, shape (N,).
     """
+    run = RunDir(run_dir)
     device = select_device(config)
-    data = prepare_data(config, splits=(split,), cache_dir=run_dir / "cache", device=device)
+    data = prepare_data(config, splits=(split,), cache_dir=run.cache_dir, device=device)
     info = data.info
     loader = data.loaders[split]
     network = make_network(config, info, tuple(loader.dataset[0]["image"].shape))
-    load_weights(network, checkpoint_path(run_dir, which))
+    run.load_weights(network, which)
     network.to(device)
     amp_dtype = autocast_dtype(config, device)
     evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=network,
@@ -97,34 +63,34 @@ def predict_split(config: Config, run_dir: Path, split: str, which: str = "best"
     evaluator.run()
     probs = torch.cat(collected["probabilities"]).numpy()
     labels = torch.cat(collected["labels"]).numpy()
-    if info.task == "binary":
+    if info.task == Task.BINARY:
         probs, labels = probs.reshape(-1), labels.reshape(-1)
     return probs, labels.astype(np.int64), info.task, info.class_names
 
 
-def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None) -> dict:
+def evaluate_run(run_dir: Path, split: str = Split.TEST, which: str | None = None) -> dict:
     """Write ``metrics_<split>.json`` and ``predictions_<split>.csv`` into ``run_dir`` and return the metrics."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split {split!r}: expected train, val or test")
+    run = RunDir(run_dir)
+    config = run.config()
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: expected {', '.join(SPLITS)}")
     which = which or config.evaluation.checkpoint
-    probs, labels, task, class_names = predict_split(config, run_dir, split, which)
+    probs, labels, task, class_names = predict_split(config, run.path, split, which)
     metrics = metrics_with_intervals(probs, labels, task, len(class_names),
                                      bootstrap_samples=config.evaluation.bootstrap_samples,
                                      confidence=config.evaluation.confidence, seed=config.training.seed)
     report = {"split": split, "checkpoint": which, "items": int(len(labels)), "task": task,
               "class_names": class_names, "confidence": config.evaluation.confidence,
               "bootstrap_samples": config.evaluation.bootstrap_samples, "metrics": metrics}
-    (run_dir / f"metrics_{split}.json").write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
-    _write_predictions(run_dir / f"predictions_{split}.csv", probs, labels, task, class_names)
-    logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run_dir.name, split, metrics["accuracy"]["value"],
+    run.metrics_file(split).write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
+    _write_predictions(run.predictions_file(split), probs, labels, task, class_names)
+    logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run.path.name, split, metrics["accuracy"]["value"],
                 metrics["auc"]["value"], len(labels))
     return report
 
 
 def _write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, task: str, class_names: list[str]) -> None:
-    table = np.stack([1 - probs, probs], axis=1) if task == "binary" else probs
+    table = np.stack([1 - probs, probs], axis=1) if task == Task.BINARY else probs
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         label_columns = ["label"] if labels.ndim == 1 else [f"label_{name}" for name in class_names]

@@ -7,10 +7,14 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ignite.engine import Engine, Events
 
 from pipeline.evaluation import plot_curves
+
+if TYPE_CHECKING:  # rundir writes its summary with json_safe from here
+    from pipeline.engine.rundir import RunDir
 
 __all__ = ["EpochHistory", "json_safe", "write_table"]
 
@@ -38,15 +42,16 @@ def write_table(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
 
 
 class EpochHistory:
-    """Collect train and validation metrics after each epoch; rewrite ``metrics.csv``, ``metrics.json`` and
-    ``curves.png`` in ``run_dir`` so that a crash keeps everything up to the last finished epoch.
+    """Collect train and validation metrics after each epoch; rewrite the run's ``metrics.csv``, ``metrics.json``
+    and ``curves.png`` (see :class:`~pipeline.engine.rundir.RunDir`) so that a crash keeps everything up to the
+    last finished epoch.
 
     Attach it to the trainer after the validation handler, so the epoch's validation metrics exist. With ``write``
     False (the other processes of a distributed run) it keeps the records, for checkpoints, and writes nothing.
     """
 
-    def __init__(self, run_dir: Path, evaluator: Engine, title: str = "", write: bool = True) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run: RunDir, evaluator: Engine, title: str = "", write: bool = True) -> None:
+        self.run = run
         self.evaluator = evaluator
         self.title = title
         self.write = write
@@ -84,6 +89,6 @@ class EpochHistory:
         self.records.append(record)
         if not self.write:
             return
-        write_table(self.run_dir / "metrics.csv", self.records, COLUMNS)
-        (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
-        plot_curves(self.records, self.run_dir / "curves.png", self.title)
+        write_table(self.run.history_csv, self.records, COLUMNS)
+        self.run.history_json.write_text(json.dumps(json_safe(self.records), indent=1), encoding="utf-8")
+        plot_curves(self.records, self.run.curves, self.title)

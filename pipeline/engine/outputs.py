@@ -7,13 +7,15 @@ from collections.abc import Callable
 import torch
 from monai.utils import CommonKeys as Keys
 
+from pipeline.kinds import Task
+
 __all__ = ["probabilities", "accuracy_output", "auc_output", "loss_output"]
 
 
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Class probabilities from logits: sigmoid for binary (B, 1) and multilabel, softmax for multiclass."""
     logits = logits.float()
-    return torch.softmax(logits, dim=1) if task == "multiclass" else torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1) if task == Task.MULTICLASS else torch.sigmoid(logits)
 
 
 def accuracy_output(task: str) -> Callable[[dict], tuple[torch.Tensor, torch.Tensor]]:
@@ -21,9 +23,9 @@ def accuracy_output(task: str) -> Callable[[dict], tuple[torch.Tensor, torch.Ten
 
     def transform(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits, label = output[Keys.PRED].detach().float(), output[Keys.LABEL]
-        if task == "multiclass":
+        if task == Task.MULTICLASS:
             return logits, label.reshape(-1).long()
-        if task == "binary":
+        if task == Task.BINARY:
             return (logits.reshape(-1) > 0).long(), label.reshape(-1).long()
         return (logits > 0).long(), label.long()
 
@@ -36,7 +38,7 @@ def auc_output(task: str, num_classes: int) -> Callable[[dict], tuple[torch.Tens
     def transform(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
         probs = probabilities(output[Keys.PRED].detach(), task)
         label = output[Keys.LABEL]
-        if task == "multiclass":
+        if task == Task.MULTICLASS:
             label = torch.nn.functional.one_hot(label.reshape(-1).long(), num_classes)
         return probs, label
 

@@ -11,7 +11,8 @@ from monai.transforms import Compose
 from pipeline.config import Config
 from pipeline.data.readers import ReadImaged
 from pipeline.data.sources import load_source
-from pipeline.engine.components import deterministic_transforms, dicom_options
+from pipeline.engine.data_setup import deterministic_transforms, dicom_options
+from pipeline.kinds import Split
 from pipeline.transforms.policy import build_augmentation
 
 matplotlib.use("Agg")
@@ -36,8 +37,8 @@ def write_preview(config: Config, out: Path, count: int = 6, seed: int = 0) -> P
 
     Rows are labelled with their index and class only: item names can hold patient identifiers.
     """
-    source = load_source(config)
-    items = source.splits["train"][:count]
+    source = load_source(config.data)
+    items = source.splits[Split.TRAIN][:count]
     if source.from_files:
         read = ReadImaged(keys="image", dicom=dicom_options(config))
         raw = [read({"image": item["image"]})["image"] for item in items]

@@ -34,7 +34,7 @@ def _numpy_state_from_plain(state: Mapping) -> tuple:
             state["cached_gaussian"])
 
 
-def _plain(value: Any) -> Any:
+def _weights_only_safe(value: Any) -> Any:
     """Values that ``torch.load(weights_only=True)`` accepts: numpy scalars as Python numbers, tensor subclasses
     (MONAI's MetaTensor, which augmented batches and the losses computed from them are) as plain tensors."""
     if isinstance(value, np.generic):
@@ -42,9 +42,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor:
         return value.as_subclass(torch.Tensor)
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _weights_only_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
+        return type(value)(_weights_only_safe(item) for item in value)
     return value
 
 
@@ -148,7 +148,7 @@ class StateAttributes:
 
     def state_dict(self) -> dict[str, Any]:
         # numpy scalars (metrics may return them) would not load with weights_only=True
-        return {name: _plain(getattr(self.engine.state, name)) for name in self.names}
+        return {name: _weights_only_safe(getattr(self.engine.state, name)) for name in self.names}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name in self.names:
@@ -163,7 +163,7 @@ class MetricStates:
         self.metrics = dict(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: _plain(dict(metric.state_dict())) for name, metric in self.metrics.items()}
+        return {name: _weights_only_safe(dict(metric.state_dict())) for name, metric in self.metrics.items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, metric in self.metrics.items():

@@ -143,11 +143,11 @@ def metrics_with_intervals(probabilities: np.ndarray, labels: np.ndarray, task: 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             low, high = np.nanpercentile(stacked, [tail, 100 - tail], axis=0)
-        result[name] = {"value": value, "low": _plain(low), "high": _plain(high)}
+        result[name] = {"value": value, "low": _json_number(low), "high": _json_number(high)}
     return result
 
 
-def _plain(value: np.ndarray | float) -> object:
+def _json_number(value: np.ndarray | float) -> object:
     array = np.asarray(value)
     if array.ndim == 0:
         return None if np.isnan(array) else float(array)

@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.experiments.spec import BenchmarkSpec, arm_overrides
 from pipeline.config import load_config
-from pipeline.engine import load_run_config, predict_split, train
+from pipeline.engine import RunDir, predict_split, train
 from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
+from pipeline.experiments.spec import BenchmarkSpec, arm_overrides
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
 
@@ -40,7 +40,7 @@ def result_path(spec: BenchmarkSpec, arm: str, seed: int) -> Path:
 
 
 def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
-    config = load_run_config(run_dir)
+    config = RunDir(run_dir).config()
     probabilities, labels, task, class_names = predict_split(config, run_dir, split, which)
     metrics = classification_metrics(probabilities, labels, task, len(class_names))
     metrics.pop("confusion_matrix", None)
@@ -70,8 +70,8 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
     started = time.perf_counter()
     trained = train(config, run_dir)
     selected = {split: _split_metrics(run_dir, split, "best") for split in ("train", "val", "test")}
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    history = json.loads((run_dir / "metrics.json").read_text())
+    run = RunDir(run_dir)
+    summary, history = run.summary(), run.history()
     result = {
         "spec": spec.name, "arm": arm, "seed": seed, "overrides": overrides,
         "selection": "checkpoint with the highest validation AUC (first reached)",
@@ -85,7 +85,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
         },
         "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
         "train_seconds": trained.seconds, "wall_seconds": time.perf_counter() - started,
-        "hardware": summary["hardware"], "versions": summary["versions"], "commit": _code_commit(),
+        "hardware": summary.hardware, "versions": summary.versions, "commit": _code_commit(),
         "history": [{key: record[key] for key in _HISTORY_KEYS} for record in history],
     }
     path = result_path(spec, arm, seed)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.config.loader import format_validation_error
+from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
 __all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec"]
@@ -21,7 +20,9 @@ _CE = ["loss.variance_weight=0", "loss.lambda_=1.0"]
 
 #: the method's original network: four 1x1 conv layers of 10 filters (its write-up used 224 px and a dense head;
 #: here the images stay at 28 px and SimpleCNN pools globally before its linear head)
-_ORIGINAL_CNN = "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"
+# SimpleCNN has no small-input stem: the arms switch off small_input that ResNet base configs set.
+_ORIGINAL_CNN = ["model.name=simplecnn", "model.small_input=false",
+                 "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"]
 
 #: tuned arm -> its tuned hyperparameters (from ``medvp tune``, kept in the spec's arm_settings) as overrides;
 #: ``medvp tune`` uses the same translation for its trials, so a trial and the benchmark arm train alike
@@ -42,8 +43,8 @@ ARMS: dict[str, Callable[[dict], list[str]]] = {
     "ce_augment": lambda s: [*_CE, f"augmentation.transforms={_SAFE_AUGMENTATION}"],
     "vp_augment": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block",
                              f"augmentation.transforms={_SAFE_AUGMENTATION}"],
-    "original_cnn_ce": lambda s: [*_CE, "model.name=simplecnn", _ORIGINAL_CNN],
-    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", "model.name=simplecnn", _ORIGINAL_CNN],
+    "original_cnn_ce": lambda s: [*_CE, *_ORIGINAL_CNN],
+    "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", *_ORIGINAL_CNN],
 }
 
 
@@ -89,10 +90,7 @@ def load_spec(path: Path) -> BenchmarkSpec:
     if not path.is_file():
         raise ConfigError(f"benchmark spec {path} not found")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec = BenchmarkSpec.model_validate(document)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML ({error})") from None
+        spec = BenchmarkSpec.model_validate(read_yaml(path))
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, str(path), BenchmarkSpec)) from None
     base = path.resolve().parent

@@ -15,7 +15,7 @@ from pipeline.data import SPLITS, read_medmnist
 from pipeline.data.dicom import is_dicom_file
 from pipeline.data.readers import read_image
 from pipeline.demo_data import PACKAGED_PREFIX, resolve_data_path
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 
 __all__ = ["InputItem", "IMAGE_SUFFIXES", "image_reader", "load_image_file", "collect_inputs"]
 
@@ -79,7 +79,7 @@ def load_image_file(path: Path, loaders: dict[str, LoadImage] | None = None) -> 
     try:
         image = loader(str(path))
     except Exception as error:  # MONAI wraps every reader failure in RuntimeError or the reader's own error
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise DataError(f"{path}: cannot read the image ({reason})") from None
     return np.asarray(image.array if hasattr(image, "array") else image)
 

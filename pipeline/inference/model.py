@@ -12,8 +12,8 @@ from torch import nn
 
 from pipeline.bundle.metadata import is_medvp_bundle, medvp_mark, read_metadata
 from pipeline.config import PreprocessingConfig
-from pipeline.engine.components import make_network
-from pipeline.engine.evaluate import checkpoint_path, load_run_config, load_run_summary, load_weights
+from pipeline.engine.builders import make_network
+from pipeline.engine.rundir import RunDir, load_weights
 from pipeline.errors import DataError
 from pipeline.networks import NetworkSpec, build_network
 from pipeline.transforms import preprocessing_transforms
@@ -44,11 +44,11 @@ class LoadedModel:
 
 
 def _from_run(run_dir: Path, which: str | None) -> LoadedModel:
-    config = load_run_config(run_dir)
-    summary, info = load_run_summary(run_dir)
-    input_shape = tuple(summary["input_shape"])
+    run = RunDir(run_dir)
+    config, summary = run.config(), run.summary()
+    info, input_shape = summary.info, tuple(summary.input_shape)
     network = make_network(config, info, input_shape)
-    load_weights(network, checkpoint_path(run_dir, which or config.evaluation.checkpoint))
+    run.load_weights(network, which or config.evaluation.checkpoint)
     return LoadedModel(network=network, task=info.task, class_names=info.class_names,
                        preprocessing=preprocessing_transforms(config.preprocessing, info.spatial_dims),
                        input_shape=input_shape, resizes=config.preprocessing.spatial_size is not None,
@@ -112,7 +112,7 @@ def load_model(path: Path, trust_bundle: bool = False, checkpoint: str | None = 
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such run directory or bundle")
-    if (path / "config.yaml").is_file():
+    if RunDir(path).is_run():
         model = _from_run(path, checkpoint)
     else:
         metadata = read_metadata(path)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from pipeline.losses.distributed import VARIANCE_SCOPES, gather_features
 from pipeline.losses.feature_tap import FeatureTap
 
-__all__ = ["VariancePenalizedLoss", "variance_penalty", "sample_feature_columns", "TASKS"]
+__all__ = ["VariancePenalizedLoss", "variance_penalty", "layer_variance", "LayerVariance", "sample_feature_columns",
+           "TASKS"]
 
 TASKS = ("binary", "multiclass", "multilabel")
 _EPS = 1e-7
@@ -131,8 +133,8 @@ class _BlockVariance(torch.autograd.Function):
         return grad, None, None
 
 
-def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
-                    generator: torch.Generator | None) -> torch.Tensor:
+def layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
+                   generator: torch.Generator | None) -> torch.Tensor:
     """Mean, over a random circular block of the flattened ``(B, D)`` columns, of the population variance across
     the batch, in float32.
 
@@ -154,10 +156,16 @@ def _layer_variance(feature: torch.Tensor, feature_sampling_ratio: float,
     return _BlockVariance.apply(feature, _column_runs(start, num_sampled, num_columns), num_sampled)
 
 
+#: The signature of a per-layer penalty estimator (:func:`layer_variance` is the library's): feature, sampling
+#: ratio, generator -> float32 scalar.
+LayerVariance = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
+
+
 def variance_penalty(
     features: Sequence[torch.Tensor],
     feature_sampling_ratio: float = 1.0,
     generator: torch.Generator | None = None,
+    estimator: LayerVariance = layer_variance,
 ) -> torch.Tensor:
     """Mean over layers of the mean sampled per-feature batch variance, computed in float32.
 
@@ -169,6 +177,8 @@ def variance_penalty(
             uniformly random start (see :func:`sample_feature_columns`: each column is drawn with probability
             ``k / D``, so the estimate of the mean variance over all columns is unbiased).
         generator: CPU generator for the draws (reproducible sequences); global RNG when None.
+        estimator: the per-layer estimate; :func:`layer_variance` (the default) or another formulation of the same
+            quantity with its signature (the performance benchmarks time alternatives through this argument).
 
     Returns:
         A float32 scalar. The variance divides by ``B``, so a batch of one gives 0.
@@ -177,7 +187,7 @@ def variance_penalty(
         raise ValueError("variance_penalty needs at least one feature tensor")
     device_type = features[0].device.type
     with torch.autocast(device_type=device_type, enabled=False):
-        terms = [_layer_variance(feature, feature_sampling_ratio, generator) for feature in features]
+        terms = [estimator(feature, feature_sampling_ratio, generator) for feature in features]
     return torch.stack(terms).mean()
 
 
@@ -208,18 +218,23 @@ class VariancePenalizedLoss(_Loss):
             outputs), as the method's original implementation took them.
         label_smoothing: in [0, 1); smooths multiclass targets as ``torch.nn.CrossEntropyLoss`` does, and
             binary/multilabel targets towards 0.5.
-        reduction: ``"mean"`` or ``"sum"`` over the batch for the classification term.
+        reduction: how the classification term is reduced over the batch (MONAI's ``LossReduction``):
+            ``"mean"``, ``"sum"``, or ``"none"`` for one term per item, ``(B,)`` (``(B, C)``, one per label, for
+            multilabel). The variance term is a statistic of the whole batch, not of an item: with ``"none"`` the
+            same scalar ``variance_weight * penalty`` is added to every item's term, so the mean of the ``"none"``
+            result equals the ``"mean"`` result, and ``last_terms["classification"]`` holds the per-item terms.
         variance_scope: in a distributed (DistributedDataParallel) run, ``"local"`` penalizes each process's own
             batch; ``"global"`` gathers the features of every process (with gradients, see
             :mod:`pipeline.losses.distributed`) and penalizes the whole global batch, as a single process would.
             Both are the same without an initialised process group.
+        estimator: the per-layer penalty estimate, :func:`layer_variance` by default (see :func:`variance_penalty`).
 
     After each call, ``last_terms`` holds the detached ``{"classification": ..., "variance": ...}`` terms.
 
     Raises:
         ValueError: on a weight < 0, ``feature_sampling_ratio`` outside (0, 1], an unknown task,
-            reduction or variance scope, or (in ``forward``) shapes that do not fit the task, or no features while
-            ``variance_weight > 0``.
+            reduction (``LossReduction``) or variance scope, or (in ``forward``) shapes that do not fit the task, or
+            no features while ``variance_weight > 0``.
 
     Example:
         >>> import torch
@@ -245,14 +260,16 @@ class VariancePenalizedLoss(_Loss):
         seed: int | None = None,
         from_logits: bool = True,
         label_smoothing: float = 0.0,
-        reduction: str = "mean",
+        reduction: LossReduction | str = LossReduction.MEAN,
         variance_scope: str = "local",
+        estimator: LayerVariance = layer_variance,
     ) -> None:
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        reductions = [member.value for member in LossReduction]
+        if str(getattr(reduction, "value", reduction)) not in reductions:
+            raise ValueError(f"reduction must be one of {reductions}, got {reduction!r}")
         if variance_scope not in VARIANCE_SCOPES:
             raise ValueError(f"variance_scope must be one of {VARIANCE_SCOPES}, got {variance_scope!r}")
-        super().__init__(reduction=reduction)
+        super().__init__(reduction=LossReduction(reduction).value)
         if not (isinstance(variance_weight, (int, float)) and variance_weight >= 0 and math.isfinite(variance_weight)):
             raise ValueError(f"variance_weight must be a finite number >= 0, got {variance_weight!r}")
         if not (isinstance(feature_sampling_ratio, (int, float)) and 0 < feature_sampling_ratio <= 1):
@@ -271,6 +288,7 @@ class VariancePenalizedLoss(_Loss):
         self.from_logits = from_logits
         self.label_smoothing = float(label_smoothing)
         self.variance_scope = variance_scope
+        self.estimator = estimator
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator().manual_seed(int(seed))
@@ -293,7 +311,7 @@ class VariancePenalizedLoss(_Loss):
             found = self._features(features, input.shape[0])
             if self.variance_scope == "global":
                 found = gather_features(found)
-            penalty = variance_penalty(found, self.feature_sampling_ratio, self.generator)
+            penalty = variance_penalty(found, self.feature_sampling_ratio, self.generator, self.estimator)
         else:
             penalty = classification.new_zeros((), dtype=torch.float32)
         total = self.lambda_ * classification + self.variance_weight * penalty

@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.networks.simple_cnn import SimpleCNN
 
-__all__ = ["NetworkSpec", "NetworkDefinition", "build_network", "network_definition", "NETWORKS"]
+__all__ = ["NetworkSpec", "NetworkDefinition", "NetworkEntry", "build_network", "network_definition", "NETWORKS"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,32 @@ def _simple_cnn(spec: NetworkSpec) -> NetworkDefinition:
                            num_classes=spec.num_outputs, dropout=spec.dropout, **spec.options)
 
 
-#: name -> definition (the network class or function and its keyword arguments). A new network is one entry here.
-NETWORKS: dict[str, Callable[[NetworkSpec], NetworkDefinition]] = {
-    "densenet121": _densenet121,
-    "resnet18": _resnet(18),
-    "resnet34": _resnet(34),
-    "resnet50": _resnet(50),
-    "efficientnet-b0": _efficientnet_b0,
-    "simplecnn": _simple_cnn,
+@dataclass(frozen=True)
+class NetworkEntry:
+    """A network medvp can build, and what it supports (the configuration schema asks here).
+
+    Attributes:
+        define: spec -> (class or factory function, keyword arguments).
+        dropout: ``NetworkSpec.dropout`` is applied (SimpleCNN: before the head; DenseNet121: MONAI's
+            ``dropout_prob``, in every dense layer).
+        small_input: ``NetworkSpec.small_input`` selects a stem for small images (3x3 conv, stride 1, no max-pool).
+        min_input_size: the smallest spatial side, in pixels, the network accepts (its downsampling needs it).
+    """
+
+    define: Callable[[NetworkSpec], NetworkDefinition]
+    dropout: bool = False
+    small_input: bool = False
+    min_input_size: int = 1
+
+
+#: name -> entry. A new network is one entry here, declaring what it supports.
+NETWORKS: dict[str, NetworkEntry] = {
+    "densenet121": NetworkEntry(_densenet121, dropout=True, min_input_size=29),
+    "resnet18": NetworkEntry(_resnet(18), small_input=True),
+    "resnet34": NetworkEntry(_resnet(34), small_input=True),
+    "resnet50": NetworkEntry(_resnet(50), small_input=True),
+    "efficientnet-b0": NetworkEntry(_efficientnet_b0, min_input_size=32),
+    "simplecnn": NetworkEntry(_simple_cnn, dropout=True, min_input_size=4),
 }
 
 
@@ -87,7 +105,7 @@ def network_definition(spec: NetworkSpec) -> NetworkDefinition:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spec.spatial_dims}")
     if spec.in_channels < 1 or spec.num_outputs < 1:
         raise ValueError(f"in_channels and num_outputs must be >= 1, got {spec.in_channels}, {spec.num_outputs}")
-    return NETWORKS[spec.name](spec)
+    return NETWORKS[spec.name].define(spec)
 
 
 def build_network(spec: NetworkSpec) -> nn.Module:

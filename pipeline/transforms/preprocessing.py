@@ -7,17 +7,33 @@ component definitions so that exported bundles run exactly the same preprocessin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import monai.transforms
 from monai.transforms import Compose, EnsureTyped
 
 from pipeline.errors import ConfigError
 
-if TYPE_CHECKING:
-    from pipeline.config.schema import PreprocessingConfig
+__all__ = ["PreprocessingSettings", "preprocessing_transforms", "preprocessing_steps", "instantiate", "CT_WINDOWS",
+           "intensity_steps"]
 
-__all__ = ["preprocessing_transforms", "preprocessing_steps", "instantiate", "CT_WINDOWS", "intensity_steps"]
+
+
+class PreprocessingSettings(Protocol):
+    """What preprocessing reads (the configuration's validated ``preprocessing`` section has it)."""
+
+    preset: str
+    source_range: Sequence[float]
+    target_range: Sequence[float]
+    window: Sequence[float] | None
+    percentiles: Sequence[float]
+    orientation: str | None
+    spacing: Sequence[float] | None
+    spatial_size: Sequence[int] | None
+    resize_mode: str
+    interpolation: str
+
 
 #: preset -> (window level, window width) in Hounsfield units
 CT_WINDOWS = {
@@ -33,7 +49,7 @@ def _scale(a_min: float, a_max: float, b_min: float, b_max: float) -> dict:
             "b_max": b_max, "clip": True}
 
 
-def intensity_steps(config: PreprocessingConfig) -> list[dict]:
+def intensity_steps(config: PreprocessingSettings) -> list[dict]:
     """The intensity normalization of the configured preset, as MONAI component definitions."""
     preset, low, high = config.preset, config.target_range[0], config.target_range[1]
     if preset == "range":
@@ -53,11 +69,11 @@ def intensity_steps(config: PreprocessingConfig) -> list[dict]:
     raise ConfigError(f"preprocessing.preset = {preset!r}: unknown preset")
 
 
-def _pad_value(config: PreprocessingConfig) -> float:
+def _pad_value(config: PreprocessingSettings) -> float:
     return 0.0 if config.preset in ("mr_zscore", "rgb") else float(config.target_range[0])
 
 
-def preprocessing_steps(config: PreprocessingConfig, spatial_dims: int) -> list[dict]:
+def preprocessing_steps(config: PreprocessingSettings, spatial_dims: int) -> list[dict]:
     """Deterministic preprocessing as MONAI component definitions (``{"_target_": name, **arguments}``), the
     one description both training and exported bundles use.
 
@@ -94,7 +110,7 @@ def instantiate(step: dict) -> object:
     return getattr(monai.transforms, step["_target_"])(**arguments)
 
 
-def preprocessing_transforms(config: PreprocessingConfig, spatial_dims: int, ensure_plain: bool = True) -> Compose:
+def preprocessing_transforms(config: PreprocessingSettings, spatial_dims: int, ensure_plain: bool = True) -> Compose:
     """Deterministic preprocessing for channel-first images with ``spatial_dims`` spatial axes.
 
     Args:

@@ -17,6 +17,7 @@ from monai.bundle import ConfigWorkflow
 from pipeline.bundle import export_bundle
 from pipeline.bundle.training import read_splits
 from pipeline.cli import main as medvp
+from pipeline.engine.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -214,11 +215,12 @@ def test_the_inference_glob_covers_the_file_kinds_the_run_read(tmp_path):
     (tmp_path / "data" / "normal").mkdir(parents=True)
     (tmp_path / "data" / "normal" / "b.dcm").write_bytes(b"\0" * 132)
     config = parse_config({"data": {"source": "folder", "path": str(tmp_path / "data")}}, "test", tmp_path)
-    kinds = run_file_kinds(tmp_path, config)
+    run = RunDir(tmp_path)
+    kinds = run_file_kinds(run, config)
     assert kinds == [".dcm"]
     assert inference_suffixes(2, kinds) == [".png", ".jpg", ".jpeg", ".dcm"]
     assert inference_suffixes(3, [".nii.gz", ".dcm"]) == [".nii", ".nii.gz", ".dcm"]
-    assert write_samples(tmp_path, config, tmp_path / "bundle") == []
+    assert write_samples(run, config, tmp_path / "bundle") == []
     assert not list((tmp_path / "bundle" / "sample_data").iterdir())
 
 
@@ -232,6 +234,6 @@ def test_a_dicom_runs_modality_comes_from_its_header(tmp_path):
     shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "data" / "ct" / "a.dcm")
     (tmp_path / "splits.csv").write_text("item,label,split,patient\nct/a.dcm,ct,train,x\n")
     config = parse_config({"data": {"source": "folder", "path": str(tmp_path / "data")}}, "test", tmp_path)
-    assert dicom_modality(tmp_path, config) == "CT"
+    assert dicom_modality(RunDir(tmp_path), config) == "CT"
     (tmp_path / "splits.csv").write_text("item,label,split,patient\nct/gone.dcm,ct,train,x\n")
-    assert dicom_modality(tmp_path, config) is None
+    assert dicom_modality(RunDir(tmp_path), config) is None

@@ -89,6 +89,7 @@ def test_network_too_deep_for_the_input_size_is_a_config_error(tmp_path, repo_ro
     assert "cannot take inputs of shape [1, 28, 28]" in result.stderr and "preprocessing.spatial_size" in result.stderr
 
 
+@pytest.mark.slow
 def test_quiet_training_prints_only_the_outcome(tmp_path, repo_root):
     result = medvp("--quiet", "train", repo_root / "configs" / "pneumoniamnist_demo.yaml", "--set",
                    "training.max_epochs=1", "--set", f"output.root={tmp_path}", "--set", "evaluation.splits=[]",

@@ -2,7 +2,6 @@
 plain MONAI loader for a seed; clear errors where the gpu cache cannot be used. Run on the CPU (the loader takes
 any device), so what the gpu cache does with the data is checked without a GPU."""
 
-import importlib
 import json
 from itertools import islice
 
@@ -13,12 +12,12 @@ import yaml
 from monai.data import ThreadDataLoader
 from monai.transforms import Compose, EnsureTyped, RandFlipd, RandGaussianNoised, ScaleIntensityRanged
 
-import pipeline.engine.components as components
+import pipeline.engine.data_setup as components
 from pipeline.config import load_config
 from pipeline.data import DeviceBatchLoader, make_dataset, make_loader
 from pipeline.data.device_cache import check_fits_on_device
 from pipeline.engine import train
-from pipeline.engine.components import prepare_data
+from pipeline.engine.data_setup import prepare_data
 from pipeline.engine.resume import DataOrder
 from pipeline.errors import ConfigError
 
@@ -133,9 +132,9 @@ def _config_file(tmp_path, data):
     return path
 
 
+@pytest.mark.slow
 def test_training_from_the_device_loader_matches_the_memory_cache(tmp_path, small_demo_data, monkeypatch):
     # The gpu cache's loader, built on the CPU, driven by the real engine: same batches, so the same metrics.
-    train_module = importlib.import_module("pipeline.engine.train")
 
     def records(run_dir):
         return [{key: value for key, value in record.items() if key != "epoch_seconds"}
@@ -147,7 +146,7 @@ def test_training_from_the_device_loader_matches_the_memory_cache(tmp_path, smal
     memory = train(load_config(_config_file(tmp_path, small_demo_data), [*settings, "output.name=memory"]))
 
     real_prepare = components.prepare_data
-    monkeypatch.setattr(train_module, "prepare_data",
+    monkeypatch.setattr(components, "prepare_data",
                         lambda config, **kwargs: real_prepare(config, **{**kwargs, "device": torch.device("cuda")}))
     monkeypatch.setattr(components, "_device_loader",
                         lambda *args: DeviceBatchLoader(*args[:4], shuffle=args[4] == "train", seed=args[5],

@@ -10,7 +10,7 @@ from PIL import Image
 from pipeline.config import parse_config
 from pipeline.data.sources import load_source, split_table
 from pipeline.data.splits import grouped_stratified_split
-from pipeline.engine.components import prepare_data
+from pipeline.engine.data_setup import prepare_data
 from pipeline.errors import DataError
 
 
@@ -48,7 +48,7 @@ def test_folder_with_split_layout_and_class_folders(tmp_path):
         for name, value in (("benign", 10), ("malignant", 200)):
             for index in range(2):
                 image(tmp_path / split / name / f"{index}.png", value)
-    data = load_source(config_for(tmp_path, "folder", tmp_path))
+    data = load_source(config_for(tmp_path, "folder", tmp_path).data)
     assert data.class_names == ["benign", "malignant"] and not data.split_made_here
     assert [item["name"] for item in data.splits["val"]] == ["val/benign/0.png", "val/benign/1.png",
                                                              "val/malignant/0.png", "val/malignant/1.png"]
@@ -65,7 +65,7 @@ def test_csv_with_patients_is_split_here_and_identifiers_are_hashed(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=["image", "label", "patient_id"])
         writer.writeheader()
         writer.writerows(rows)
-    data = load_source(config_for(tmp_path, "csv", tmp_path / "items.csv"))
+    data = load_source(config_for(tmp_path, "csv", tmp_path / "items.csv").data)
     assert data.split_made_here
     table = split_table(data)
     assert len(table) == 60 and "SMITH" not in json.dumps(table)
@@ -80,14 +80,14 @@ def test_labels_outside_the_class_list_are_an_error_naming_an_item(tmp_path):
     image(tmp_path / "dog" / "b.png", 2)
     with pytest.raises(DataError, match=r"label\(s\) \['dog'\] not in data.class_names \['cat', 'cow'\] "
                                         r"\(e.g. dog/b.png\)"):
-        load_source(config_for(tmp_path, "folder", tmp_path, class_names=["cat", "cow"]))
+        load_source(config_for(tmp_path, "folder", tmp_path, class_names=["cat", "cow"]).data)
 
 
 def test_datalist_source(tmp_path):
     entries = {key: [{"image": str(image(tmp_path / key / f"{i}.png", i)), "label": i % 2} for i in range(4)]
                for key in ("training", "validation", "test")}
     (tmp_path / "datalist.json").write_text(json.dumps(entries))
-    data = load_source(config_for(tmp_path, "datalist", tmp_path / "datalist.json"))
+    data = load_source(config_for(tmp_path, "datalist", tmp_path / "datalist.json").data)
     assert {split: len(items) for split, items in data.splits.items()} == {"train": 4, "val": 4, "test": 4}
     assert data.class_names == ["0", "1"]
 

@@ -83,6 +83,7 @@ def test_resume_picks_the_checkpoint_with_most_iterations_and_skips_a_torn_one(t
     assert path.name == "checkpoint_iteration=90.pt" and state["trainer"]["iteration"] == 90
 
 
+@pytest.mark.slow
 def test_cli_reports_a_full_disk_in_one_line(repo_root, small_demo_data, tmp_path, monkeypatch, capsys,
                                             restore_logging):
     _fail_when_writing(monkeypatch, "checkpoint_epoch=1", [])

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from pipeline.config import parse_config
@@ -25,6 +26,7 @@ def _run(data, tmp_path, name, seed):
     return load_checkpoint(tmp_path / name / "checkpoints" / "checkpoint_epoch=2.pt")["network"], records
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not(small_demo_data, tmp_path):
     first_weights, first_metrics = _run(small_demo_data, tmp_path, "first", seed=3)
     second_weights, second_metrics = _run(small_demo_data, tmp_path, "second", seed=3)
@@ -38,16 +40,16 @@ def test_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not
 
 def test_on_cuda_the_flag_warns_for_kernels_without_a_deterministic_version_instead_of_failing(demo_data, tmp_path,
                                                                                                monkeypatch):
-    from pipeline.engine.train import _seed_everything
+    from pipeline.engine.device import seed_everything
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     config = parse_config({"data": {"path": str(demo_data)}}, "test", tmp_path)
     try:
-        _seed_everything(config, torch.device("cuda"))  # only flags and the environment: no GPU needed
+        seed_everything(config, torch.device("cuda"))  # only flags and the environment: no GPU needed
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.is_deterministic_algorithms_warn_only_enabled()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-        _seed_everything(config, torch.device("cpu"))
+        seed_everything(config, torch.device("cpu"))
         assert not torch.is_deterministic_algorithms_warn_only_enabled()  # strict on CPU
     finally:
         torch.use_deterministic_algorithms(False)

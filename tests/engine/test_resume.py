@@ -114,6 +114,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run_bit_for_bit(r
     print("kill-and-resume:", json.dumps(figures))
 
 
+@pytest.mark.slow
 def test_a_run_with_augmentation_writes_checkpoints_that_load_safely(small_demo_data, tmp_path):
     # Augmented batches are MONAI MetaTensors, and so are the losses and running metric sums computed from them;
     # the checkpoint must hold plain tensors, or torch.load(weights_only=True) refuses it.

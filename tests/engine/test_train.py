@@ -18,6 +18,7 @@ def tiny_config(demo_data, tmp_path, **sections):
     return parse_config(document, "test", tmp_path)
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_training_when_validation_auc_stops_improving(demo_data, tmp_path):
     # A learning rate this small leaves the weights, hence the validation AUC, unchanged after epoch 1.
     config = tiny_config(demo_data, tmp_path, optimizer={"lr": 1e-12},
@@ -28,6 +29,7 @@ def test_early_stopping_ends_training_when_validation_auc_stops_improving(demo_d
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 3
 
 
+@pytest.mark.slow
 def test_on_validation_returning_true_stops_training_after_that_epoch(demo_data, tmp_path):
     seen = []
 
@@ -41,6 +43,7 @@ def test_on_validation_returning_true_stops_training_after_that_epoch(demo_data,
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_epoch=2.pt").is_file()  # the stopped epoch is saved
 
 
+@pytest.mark.slow
 def test_multistep_schedule_lowers_the_learning_rate_at_the_milestones(demo_data, tmp_path):
     config = tiny_config(demo_data, tmp_path, optimizer={"lr": 0.01},
                          training={"max_epochs": 4, "progress_bar": False,
@@ -50,6 +53,7 @@ def test_multistep_schedule_lowers_the_learning_rate_at_the_milestones(demo_data
     assert [record["lr"] for record in history] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
 
 
+@pytest.mark.slow
 def test_plain_cross_entropy_when_the_penalty_is_off(demo_data, tmp_path):
     config = tiny_config(demo_data, tmp_path, loss={"variance_weight": 0.0}, training={"max_epochs": 1,
                                                                                          "progress_bar": False})

@@ -64,16 +64,16 @@ def test_arms_differ_only_in_their_regularizer(tmp_path, repo_root):
             arm_overrides(spec, arm)
 
 
-def test_tuned_arms_train_as_their_tuning_trials_did(tmp_path, repo_root):
-    from pipeline.experiments.tuning import trial_overrides
-
+def test_tuned_arms_train_with_the_settings_their_tuning_found(tmp_path, repo_root):
     settings = {"ce_weight_decay": {"weight_decay": 3e-4},
                 "vp_tuned": {"variance_weight": 0.05, "feature_sampling_ratio": 0.4, "lambda_": 1.2,
                              "taps": "all_conv"}}
     spec = tiny_spec(tmp_path, repo_root).model_copy(update={"arm_settings": settings})
-    for arm, params in settings.items():
-        assert arm_overrides(spec, arm) == [*spec.overrides, *trial_overrides(arm, params)]
-    assert "optimizer.weight_decay=0.0003" in arm_overrides(spec, "ce_weight_decay")
+    assert arm_overrides(spec, "vp_tuned") == [*spec.overrides, "loss.variance_weight=0.05",
+                                               "loss.feature_sampling_ratio=0.4", "loss.lambda_=1.2",
+                                               "loss.taps=all_conv"]
+    assert arm_overrides(spec, "ce_weight_decay") == [*spec.overrides, "loss.variance_weight=0", "loss.lambda_=1.0",
+                                                      "optimizer.name=adamw", "optimizer.weight_decay=0.0003"]
 
 
 def test_spec_errors(tmp_path):

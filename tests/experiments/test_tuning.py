@@ -3,7 +3,7 @@ import json
 import optuna
 import pytest
 
-import pipeline.engine.components as components
+import pipeline.engine.data_setup as components
 from pipeline.experiments.tuning import _Pruning, storage_description, trial_overrides, tune
 
 

@@ -100,6 +100,7 @@ def test_every_tap_choice_works_for_every_network(name, spatial_dims):
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.parameters())
 
 
+@pytest.mark.slow
 def test_tap_inside_monai_supervised_trainer_with_evaluator_between_epochs(demo_data):
     splits = read_medmnist(demo_data)
     transform = preprocessing_transforms(PreprocessingConfig(), spatial_dims=2)

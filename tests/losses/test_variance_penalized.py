@@ -253,7 +253,7 @@ def test_bf16_features_give_float32_statistics_close_to_float32():
         ({"variance_weight": -0.1}, "variance_weight .* got -0.1"),
         ({"lambda_": -1}, "lambda_ .* got -1"),
         ({"task": "regression"}, "task must be one of"),
-        ({"reduction": "none"}, "reduction must be"),
+        ({"reduction": "max"}, "reduction must be"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
     ],
 )
@@ -315,3 +315,37 @@ def test_bf16_features_get_a_bf16_gradient_close_to_float32():
     variance_penalty([half], 0.3, torch.Generator().manual_seed(1)).backward()
     assert half.grad.dtype == torch.bfloat16
     assert torch.allclose(half.grad.float(), full.grad, rtol=2e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("task, logits, target", [
+    ("binary", torch.randn(6, 1), torch.randint(0, 2, (6,))),
+    ("multiclass", torch.randn(6, 3), torch.randint(0, 3, (6,))),
+    ("multilabel", torch.randn(6, 3), torch.randint(0, 2, (6, 3)).float()),
+])
+def test_reduction_none_gives_one_term_per_item_with_the_batch_penalty_added_to_each(task, logits, target):
+    features = [torch.randn(6, 4, 5, 5)]
+    losses = {reduction: VariancePenalizedLoss(variance_weight=0.5, feature_sampling_ratio=1.0, lambda_=0.7,
+                                               task=task, reduction=reduction)
+              for reduction in ("none", "mean", "sum")}
+    per_item = losses["none"](logits, target, features)
+    assert per_item.shape == ((6, 3) if task == "multilabel" else (6,))
+    penalty = losses["none"].last_terms["variance"]
+    torch.testing.assert_close(per_item, 0.7 * losses["none"].last_terms["classification"] + 0.5 * penalty)
+    torch.testing.assert_close(per_item.mean(), losses["mean"](logits, target, features))
+    torch.testing.assert_close(losses["sum"](logits, target, features),
+                               0.7 * losses["sum"].last_terms["classification"] + 0.5 * penalty)
+    assert losses["sum"].last_terms["classification"].ndim == 0
+
+
+def test_another_estimator_replaces_the_library_formulation_without_patching():
+    calls = []
+
+    def full_variance(feature, ratio, generator):
+        calls.append(ratio)
+        return feature.float().var(dim=0, unbiased=False).mean()
+
+    features = [torch.randn(4, 2, 3, 3)]
+    loss = VariancePenalizedLoss(variance_weight=1.0, feature_sampling_ratio=0.5, lambda_=0.0, estimator=full_variance)
+    total = loss(torch.randn(4, 2), torch.randint(0, 2, (4,)), features)
+    assert calls == [0.5]
+    torch.testing.assert_close(total, features[0].var(dim=0, unbiased=False).mean())
