@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import multiprocessing
 import os
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Sequence
+from multiprocessing.dummy import DummyProcess
 from pathlib import Path
 
 from pipeline.errors import ConfigError, MedvpError
@@ -22,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with the variance-penalized loss (MONAI).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--show-headers", action="store_true",
+                        help="let messages quote DICOM header fields (SeriesDescription; they can identify a patient)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="train from a YAML config, then evaluate the configured splits")
@@ -58,20 +65,35 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run every N-th (arm, seed) pair from the K-th: N processes split one benchmark")
     benchmark.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                            help="start no new run after this long; rerun the command to continue")
+    benchmark.add_argument("--arms", default=None, metavar="A,B", help="run only these arms this time")
+    benchmark.add_argument("--n", dest="sizes", default=None, metavar="N,M",
+                           help="run only these training subset sizes (from the spec's n_train) this time")
+    benchmark.add_argument("--seeds", default=None, metavar="S,T", help="run only these seeds this time")
+    benchmark.add_argument("--allow-dirty", action="store_true",
+                           help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
+                           "refuse)")
 
     tune = verbs.add_parser("tune", help="search an arm's hyperparameters on the validation split (Optuna)")
     tune.add_argument("config", type=Path, nargs="?", help="a config; or give --spec instead")
     tune.add_argument("--spec", type=Path, default=None,
                       help="a benchmark spec: tune at its scale (its base config and overrides)")
-    tune.add_argument("--trials", type=int, default=20)
-    tune.add_argument("--arm", default="vp_tuned", help="vp_tuned, ce_dropout, ce_label_smoothing, ce_weight_decay")
+    tune.add_argument("--trials", type=int, default=20, help="completed trials to reach (pruned ones do not count)")
+    tune.add_argument("--arm", default="vp_tuned", help="vp_tuned, ce_dropout, ce_label_smoothing, ce_weight_decay, "
+                      "original_setup_vp (the write-up's 12-point grid)")
+    tune.add_argument("--n", default="full", metavar="N", help="tune on a stratified training subset of N items")
+    tune.add_argument("--warmup", type=int, default=5, metavar="EPOCHS", help="epochs before a trial can be pruned")
+    tune.add_argument("--allow-dirty", action="store_true",
+                      help="tune although pipeline/ has uncommitted changes (recorded as dirty; default: refuse)")
     tune.add_argument("--out", type=Path, default=Path("runs/tuning"))
-    tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out)")
+    tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out; "
+                      "optuna-dashboard opens either)")
     tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
     report = verbs.add_parser("report", help="regenerate the benchmark document from raw results")
     report.add_argument("results", type=Path, nargs="+", help="results folders (each with spec.json)")
-    report.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    report.add_argument("--out", type=Path, default=None,
+                        help="the markdown document to write, figures in a folder beside it named after it "
+                        "(default: report.md next to the results folders; the committed one is docs/benchmarks.md)")
 
     validate = verbs.add_parser("validate", help="check a YAML config without training")
     validate.add_argument("config", type=Path)
@@ -206,6 +228,27 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise MedvpError(f"{flag} = {value}: expected a positive number")
+
+
+def _check_destination(path: Path, flag: str, kind: str = "file") -> None:
+    """Refuse up front an output ``path`` (a ``kind``: file or folder) that cannot be made: below a regular file,
+    or an existing folder where a file goes (or the other way round)."""
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise MedvpError(f"{flag} {path}: a folder; expected a file name")
+        if kind == "folder" and not path.is_dir():
+            raise MedvpError(f"{flag} {path}: an existing file; expected a folder")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MedvpError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
+
+
 def _expected_error(error: BaseException) -> MedvpError | None:
     """The user-facing error behind ``error``: MONAI's engines and transforms wrap what they call raised."""
     seen = set()
@@ -221,6 +264,8 @@ def _preview(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.engine.preview import write_preview
 
+    _check_positive(args.count, "--count")
+    _check_destination(args.out, "--out")
     config = load_config(args.config, args.overrides)
     print(f"written: {write_preview(config, args.out, args.count)}")
     return 0
@@ -236,7 +281,10 @@ def _benchmark(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 2/4") from None
-    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit)
+    progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit, allow_dirty=args.allow_dirty,
+                             arms=args.arms.split(",") if args.arms else None,
+                             sizes=args.sizes.split(",") if args.sizes else None,
+                             seeds=[int(seed) for seed in args.seeds.split(",")] if args.seeds else None)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
 
@@ -244,24 +292,33 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from pipeline.experiments.tuning import tune
 
-    config, overrides = args.config, list(args.overrides)
+    _check_positive(args.trials, "--trials")
+    _check_destination(args.out, "--out", kind="folder")
+    config, overrides, name = args.config, list(args.overrides), None
     if (config is None) == (args.spec is None):
         raise ConfigError("medvp tune: give either CONFIG or --spec SPEC")
+    n_train = "full" if args.n == "full" else int(args.n)
     if args.spec is not None:
         from pipeline.experiments import load_spec
 
         spec = load_spec(args.spec)
-        config, overrides = spec.base_config, [*spec.overrides, *overrides]
-    study = tune(config, args.arm, args.trials, args.out, overrides, args.storage)
+        epochs = spec.max_epochs_by_n.get(str(n_train))
+        config, name = spec.base_config, f"{spec.name}-{args.arm}-n{n_train}"
+        overrides = [*spec.overrides, *([f"training.max_epochs={epochs}"] if epochs else []), *overrides]
+    study = tune(config, args.arm, args.trials, args.out, overrides, args.storage, study_name=name, n_train=n_train,
+                 warmup_epochs=args.warmup, allow_dirty=args.allow_dirty)
     print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
           f"written: {args.out / f'best_{args.arm}.json'}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.experiments.report import PREAMBLE, write_report
+    from pipeline.experiments.report import write_report
 
-    print(f"written: {write_report(args.results, args.out, PREAMBLE)}")
+    out = args.out or args.results[0].parent / "report.md"
+    _check_destination(out, "--out")
+    written = write_report(args.results, out)
+    print("written:\n" + "\n".join(f"  {path}" for path in written))
     return 0
 
 
@@ -269,6 +326,8 @@ def _make_demo_dicom(args: argparse.Namespace) -> int:
     from pipeline.data.demo_dicom import write_demo_dicom
     from pipeline.demo_data import packaged_file
 
+    _check_positive(args.per_class, "--per-class")
+    _check_destination(args.out, "make-demo-dicom OUT", kind="folder")
     demo = packaged_file("pneumoniamnist.npz")
     counts = write_demo_dicom(demo, args.out, per_class=args.per_class)
     print(f"written: {args.out} ({', '.join(f'{name} {count}' for name, count in counts.items())} DICOM files)")
@@ -278,6 +337,7 @@ def _make_demo_dicom(args: argparse.Namespace) -> int:
 def _export_bundle(args: argparse.Namespace) -> int:
     from pipeline.bundle import export_bundle, verify_bundle
 
+    _check_destination(args.out_dir, "export-bundle OUT_DIR", kind="folder")
     bundle = export_bundle(args.run_dir, args.out_dir, version=args.bundle_version, authors=args.authors,
                            modality=args.modality, checkpoint=args.checkpoint, quiet=not args.debug)
     verify_bundle(bundle, quiet=not args.debug)
@@ -292,8 +352,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from pipeline.inference import collect_inputs, load_model, predict, usable_items, write_predictions, write_saliency
 
-    if args.batch_size < 1:
-        raise MedvpError(f"--batch-size = {args.batch_size}: expected a positive number")
+    _check_positive(args.batch_size, "--batch-size")
+    _check_destination(args.out, "--out")
+    if args.saliency is not None:
+        _check_destination(args.saliency, "--saliency", kind="folder")
     model = load_model(args.model, trust_bundle=args.trust_bundle, checkpoint=args.checkpoint)
     items = usable_items(model, collect_inputs(args.inputs, numpy_order=model.numpy_order))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -306,9 +368,29 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shut_down_workers(timeout: float = 60.0) -> None:
+    """Let the threads and processes that read data for a failed run end before the interpreter does.
+
+    MONAI's ``CacheDataset`` fills its cache on a ``multiprocessing.pool.ThreadPool``: when an item fails, the
+    exception reaches here while the pool's (daemon) worker threads still finish the items they hold. A daemon thread
+    inside torch's C++ code when the interpreter finalizes is ended by ``pthread_exit`` through C++ frames, which
+    aborts the process ("terminate called without an active exception", exit 134) after the error line. Loader worker
+    processes of iterators the failed engine dropped are shut down once those iterators are collected.
+    """
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if isinstance(thread, DummyProcess) and thread.is_alive():  # the pool's workers; the handlers end with them
+            thread.join(max(0.0, deadline - time.monotonic()))
+    for process in multiprocessing.active_children():
+        process.join(max(0.0, deadline - time.monotonic()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug, args.quiet)
+    if args.show_headers and hasattr(args, "overrides"):
+        args.overrides.append("data.dicom.show_headers=true")
     verbs = {"train": _train, "evaluate": _evaluate, "validate": _validate, "preview": _preview,
              "make-demo-dicom": _make_demo_dicom, "benchmark": _benchmark, "report": _report,
              "tune": _tune, "export-bundle": _export_bundle, "predict": _predict}
@@ -320,9 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         for line in str(expected).splitlines():
             print(f"medvp: error: {line}", file=sys.stderr)
+        _shut_down_workers()
         return 2
     except KeyboardInterrupt:
         print("medvp: interrupted; checkpoints up to the last finished epoch are kept", file=sys.stderr)
+        _shut_down_workers()
         return 130
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,23 +18,113 @@ __all__ = ["load_config", "parse_config", "apply_overrides", "save_config", "for
            "load_saved_config"]
 
 
+#: bounds checked on the event stream, before anything is built: a config nests a few levels and holds a few hundred
+#: values; an alias "billion laughs" document expands exponentially, and deep nesting overflows the recursive builder
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_BYTES = 1 << 20
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that gives a key twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_shape(text: str) -> str | None:
+    """What is wrong with the document's size or nesting (aliases counted expanded), or None; reads the parser's
+    events only, so a bomb is refused before it is expanded."""
+    stack: list[list] = []  # [anchor, expanded size] of each open collection
+    sizes: dict[str, int] = {}
+    total = 0
+
+    def add(count: int) -> int:
+        if stack:
+            stack[-1][1] += count
+            return stack[-1][1]
+        return total + count
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 1])
+            if len(stack) > MAX_DEPTH:
+                return f"nested more than {MAX_DEPTH} levels deep"
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = count
+        elif isinstance(event, yaml.ScalarEvent):
+            count = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            count = sizes.get(event.anchor, 1)
+        else:
+            continue
+        size = add(count)
+        if not stack:
+            total = size
+        if size > MAX_NODES:
+            return f"more than {MAX_NODES} values once its aliases (*name) are expanded"
+    return None
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; one line for a missing, non-regular, unreadable, oversized or non-UTF-8 file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"config file {path} is {kind}; expected a YAML file")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot be read ({error.strerror or error})") from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_BYTES} bytes; a medvp config is a few kilobytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in the YAML file at ``path`` (safe loading: a ``!!python`` tag is refused, not run).
+    """The mapping in the YAML file at ``path`` (safe loading: a ``!!python`` tag is refused, not run; a duplicated
+    key, an alias bomb or nesting past :data:`MAX_DEPTH` is refused before anything is built).
 
     Raises:
-        ConfigError: the file is missing, not UTF-8 text, not YAML, or not a mapping; one line naming the file.
+        ConfigError: the file is missing, not a regular file, unreadable, too large, not UTF-8 text, not YAML, or
+            not a mapping; one line naming the file.
     """
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+    text = _read_text(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        problem = _check_shape(text)
+        if problem is not None:
+            raise ConfigError(f"{path}: the document is {problem}; refused")
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -44,7 +135,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def apply_overrides(document: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of ``document`` with each ``section.key=value`` set (the value is read as YAML)."""
-    result = _deep_copy(document)
+    # Copy-on-write along each override's key path only: the rest stays shared with ``document`` (aliased values
+    # are not expanded, and the caller's document is not changed).
+    result = dict(document)
     for override in overrides:
         key, sep, raw_value = override.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
@@ -56,20 +149,12 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str]) -> dict[
         node = result
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            child = node.get(part, {})
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {override!r}: {part} is a value, not a section")
-            node = child
+            node[part] = node = dict(child)
         node[parts[-1]] = value
     return result
-
-
-def _deep_copy(document: Any) -> Any:
-    if isinstance(document, dict):
-        return {key: _deep_copy(value) for key, value in document.items()}
-    if isinstance(document, list):
-        return [_deep_copy(value) for value in document]
-    return document
 
 
 def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:

@@ -31,7 +31,8 @@ Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float of every section is finite (an lr of .inf or a loss weight of .nan is refused)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DicomConfig(_Section):
@@ -39,6 +40,8 @@ class DicomConfig(_Section):
     uneven_spacing: Literal["error", "warn"] = "error"
     missing_slices: Literal["error", "warn"] = "error"
     gantry_tilt: Literal["error", "warn"] = "warn"
+    show_headers: bool = Field(False, description="let messages quote DICOM header fields such as SeriesDescription "
+                               "(they can identify a patient); `medvp --show-headers` sets it")
 
 
 class DataConfig(_Section):
@@ -57,6 +60,8 @@ class DataConfig(_Section):
     split_fractions: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15), description="train/val/test shares when the data gives no split (patient-grouped)")
     split_seed: int = 0
+    max_pixels: Annotated[int, Field(ge=1)] = Field(
+        2**28, description="refuse an image with more pixels (voxels) per channel than this (2**28: 1 GiB of float32)")
     dicom: DicomConfig = DicomConfig()
 
     @field_validator("split_fractions")
@@ -207,6 +212,18 @@ class TrainingConfig(_Section):
 class OutputConfig(_Section):
     root: Path = Field(Path("runs"), description="folder that holds run directories (relative: to the cwd)")
     name: str | None = Field(None, description="run directory name; default: the config file's name")
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        """A single folder inside ``output.root``: no separators, no ``.``/``..``, nothing hidden or unprintable."""
+        if name is None:
+            return name
+        if (not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name
+                or not name.isprintable() or len(name.encode("utf-8")) > 200):
+            raise ValueError("expected a single folder name (no / or \\, not . or .., not hidden, printable, "
+                             "at most 200 bytes)")
+        return name
 
 
 class EvaluationConfig(_Section):

@@ -40,6 +40,7 @@ class DicomOptions:
     uneven_spacing: str = "error"
     missing_slices: str = "error"
     gantry_tilt: str = "warn"
+    show_headers: bool = False  # messages may quote header fields (SeriesDescription); off unless the user asks
 
 
 DEFAULT_DICOM = DicomOptions()
@@ -103,12 +104,13 @@ def first_header(path: Path) -> pydicom.Dataset | None:
     return _header(path)
 
 
-def scan_series(directory: Path, series_uid: str | None = None) -> tuple[SeriesInfo, pydicom.Dataset]:
+def scan_series(directory: Path, series_uid: str | None = None,
+                show_headers: bool = False) -> tuple[SeriesInfo, pydicom.Dataset]:
     """Group a directory's DICOM files by SeriesInstanceUID and pick one.
 
     Raises:
         DataError: when the directory holds no DICOM file, or several series and none is selected (the message
-            lists each series' UID, description and slice count).
+            lists each series' UID and slice count, and with ``show_headers`` its SeriesDescription).
     """
     files = sorted(path for path in directory.iterdir() if path.is_file() and not path.name.startswith("."))
     if not files:
@@ -126,8 +128,11 @@ def scan_series(directory: Path, series_uid: str | None = None) -> tuple[SeriesI
             raise DataError(f"{directory}: series {series_uid} not found; series here: {', '.join(groups)}")
         chosen = series_uid
     elif len(groups) > 1:
-        listing = "; ".join(f"{uid} ({members[0][1].get('SeriesDescription', '') or 'no description'}, "
-                            f"{len(members)} slices)" for uid, members in groups.items())
+        def described(header: pydicom.Dataset) -> str:
+            return f"{header.get('SeriesDescription', '') or 'no description'}, " if show_headers else ""
+
+        listing = "; ".join(f"{uid} ({described(members[0][1])}{len(members)} slices)"
+                            for uid, members in groups.items())
         raise DataError(f"{directory}: {len(groups)} series, select one with data.dicom.series_uid: {listing}")
     else:
         chosen = next(iter(groups))
@@ -264,7 +269,7 @@ def read_dicom(path: Path, options: DicomOptions = DEFAULT_DICOM) -> tuple[MetaT
             ``"error"``, or pixel data that cannot be decoded.
     """
     if path.is_dir():
-        series, first = scan_series(path, options.series_uid)
+        series, first = scan_series(path, options.series_uid, options.show_headers)
         headers = [_header(file) for file in series.files]
         normal = _slice_normal(first)
         positions = np.asarray([h.get("ImagePositionPatient", (0.0, 0.0, float(i))) for i, h in enumerate(headers)],

@@ -68,7 +68,7 @@ def read_medmnist(path: Path, spatial_dims: int | str = "auto") -> dict[str, Spl
     splits = {}
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        labels = labels.reshape(len(labels), -1)
+        labels = labels.reshape(len(labels), -1 if len(labels) else 1)  # an empty split: refused by check_arrays
         if len(images) != len(labels):
             raise DataError(f"{path}: {split} has {len(images)} images but {len(labels)} labels")
         splits[split] = SplitItems(images=_channels_first(images, dims, path), labels=labels)

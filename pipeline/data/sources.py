@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from pipeline.data.checks import check_arrays, check_classes
 from pipeline.data.dicom import first_header, hash_identifier, patient_key
 from pipeline.data.items import SPLITS, DatasetInfo, describe_dataset, encode_labels
 from pipeline.data.medmnist import read_medmnist
@@ -41,6 +42,7 @@ class SourceSettings(Protocol):
     spatial_dims: str | int
     split_fractions: Sequence[float]
     split_seed: int
+    max_pixels: int
 
 
 @dataclass
@@ -58,6 +60,7 @@ class SourceData:
 
 def _medmnist(settings: SourceSettings) -> SourceData:
     arrays = read_medmnist(settings.path, settings.spatial_dims)
+    check_arrays(arrays, str(settings.path), settings.max_pixels)
     info = describe_dataset(arrays, settings.task, settings.class_names, str(settings.path))
     splits = {}
     for split in SPLITS:
@@ -199,10 +202,14 @@ SOURCES: dict[str, Callable] = {"folder": _folder, "csv": _csv, "datalist": _dat
 
 
 def load_source(settings: SourceSettings) -> SourceData:
-    """Items per split for ``settings.source`` (the configuration's ``data`` section)."""
-    if settings.source == "medmnist":
-        return _medmnist(settings)
-    data = _from_records(SOURCES[settings.source](settings), settings)
+    """Items per split for ``settings.source`` (the configuration's ``data`` section), checked
+    (:mod:`pipeline.data.checks`)."""
+    data = _medmnist(settings) if settings.source == "medmnist" else _from_records(
+        SOURCES[settings.source](settings), settings)
+    data.notes += check_classes({split: [item["label"] for item in items] for split, items in data.splits.items()},
+                                data.class_names, data.task, str(settings.path))
+    if not data.from_files:
+        return data
     counts = ", ".join(f"{split} {len(items)}" for split, items in data.splits.items())
     logger.info("%s: %d classes %s; %s%s", settings.path, len(data.class_names), data.class_names, counts,
                 " (split here, grouped by patient)" if data.split_made_here else "")

@@ -1,13 +1,24 @@
-"""Splits without leakage: stratified by label, grouped by patient, seeded."""
+"""Splits without leakage: stratified by label, grouped by patient, seeded; and the keyed patient column of a run's
+``splits.csv``."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["grouped_stratified_split"]
+from pipeline.errors import StorageError
+
+__all__ = ["grouped_stratified_split", "SECRET_FILE", "run_secret", "keyed_patients"]
+
+#: the run's random key for its patient column; kept in the run directory, never exported (bundles copy named files)
+SECRET_FILE = ".patient_key"
 
 _SPLIT_NAMES = ("train", "val", "test")
 
@@ -44,3 +55,36 @@ def grouped_stratified_split(labels: Sequence[int], groups: Sequence[str | None]
             assignment[key] = _SPLIT_NAMES[choice]
             filled[choice] += len(members[key])
     return [assignment[key] for key in keys]
+
+
+def run_secret(run_dir: Path) -> bytes:
+    """The run's random 32-byte key, created (readable by the owner only) the first time it is asked for.
+
+    A resumed run or a later evaluation reuses it, so a run's ``splits.csv`` names a patient the same way throughout.
+    """
+    path = run_dir / SECRET_FILE
+    try:
+        with open(path, "x", encoding="ascii", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
+            handle.write(secrets.token_hex(32))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise StorageError(f"{path}: cannot write the run's patient key ({error.strerror or error})") from None
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as error:
+        raise StorageError(f"{path}: not a readable patient key ({error}); delete it to make a new one "
+                           "(the patient column of splits.csv then changes)") from None
+
+
+def keyed_patients(rows: Sequence[dict], secret: bytes, column: str = "patient") -> list[dict]:
+    """``rows`` with ``column`` replaced by an HMAC-SHA256 of it under the run's ``secret`` (empty stays empty).
+
+    The grouping key of a patient (a hash of the identifier) is fixed, so a table of them could be reversed by
+    hashing guessed identifiers; keyed with a secret of the run, it cannot, yet still shows which items share a
+    patient.
+    """
+    def keyed(value: str) -> str:
+        return hmac.new(secret, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16] if value else ""
+
+    return [{**row, column: keyed(str(row.get(column) or ""))} for row in rows]

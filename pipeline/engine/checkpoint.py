@@ -25,7 +25,8 @@ from ignite.handlers import Checkpoint, DiskSaver
 from pipeline.errors import DataError, StorageError, first_line
 
 __all__ = ["AtomicDiskSaver", "CHECKPOINT_DIR", "BEST_CHECKPOINT", "EPOCH_PATTERN", "ITERATION_PATTERN",
-           "load_checkpoint", "resume_checkpoint", "adopt_saved_files"]
+           "load_checkpoint", "resume_checkpoint", "adopt_saved_files",
+           "remove_orphaned_temporaries", "write_run_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ BEST_CHECKPOINT = "best.pt"
 EPOCH_PATTERN = "checkpoint_epoch={global_step}.{ext}"
 ITERATION_PATTERN = "checkpoint_iteration={global_step}.{ext}"
 _RESUMABLE = re.compile(r"checkpoint_(epoch|iteration)=(\d+)\.pt")
+# AtomicDiskSaver's temporary files: ".<target name>.<random>.tmp"
+_TEMPORARY = re.compile(r"\.(checkpoint_(epoch|iteration)=\d+\.pt|best\.pt)\.[^/]+\.tmp")
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -160,3 +163,40 @@ def adopt_saved_files(checkpoint: Checkpoint, folder: Path, pattern: str) -> Non
         if step.isdigit():
             saved.append((int(step), path.name))
     checkpoint.load_state_dict({"_saved": sorted(saved)})
+
+
+def remove_orphaned_temporaries(checkpoint_dir: Path) -> list[str]:
+    """Delete the temporary files of checkpoint writes a killed process left in ``checkpoint_dir``.
+
+    Call it only while holding the run's lock (no other process of this run can be writing); files that are not
+    :class:`AtomicDiskSaver` temporaries are left alone. Returns the names removed.
+    """
+    removed = []
+    if not checkpoint_dir.is_dir():
+        return removed
+    for path in checkpoint_dir.iterdir():
+        if _TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    if removed:
+        logger.info("removed %d temporary checkpoint file(s) of an interrupted write: %s", len(removed),
+                    ", ".join(sorted(removed)))
+    return removed
+
+
+def write_run_file(path: Path, text: str) -> None:
+    """Write a run file (metrics, summary) atomically: a full disk or a read-only folder is a one-line
+    :class:`StorageError` naming the file, and the previous version of the file, if any, stays intact.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise StorageError(f"{path}: cannot write ({_reason(error)}); the checkpoints are kept, rerun to finish") \
+            from None
+    finally:
+        temporary.unlink(missing_ok=True)

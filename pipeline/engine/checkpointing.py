@@ -20,7 +20,7 @@ from pipeline.engine.checkpoint import (
 )
 from pipeline.engine.data_setup import PreparedData
 from pipeline.engine.engines import Engines
-from pipeline.engine.resume import MetricStates, RandomStates, StateAttributes, randomizable_transforms
+from pipeline.engine.resume import MetricStates, RandomStates, StateAttributes
 from pipeline.engine.rundir import RunDir
 from pipeline.errors import DataError
 from pipeline.kinds import Split
@@ -49,7 +49,7 @@ def run_state(parts: TrainingParts, engines: Engines, data: PreparedData) -> dic
     """Everything a resumed run needs, by name, as ignite's ``Checkpoint`` saves and loads it."""
     train_loader = data.loaders[Split.TRAIN]
     random_states = RandomStates({"loss": parts.loss.generator, "train_loader": train_loader.generator},
-                                 randomizable_transforms(getattr(train_loader.dataset, "transform", None)))
+                                 getattr(train_loader.dataset, "transform", None))
     state = {"network": parts.network, "optimizer": parts.optimizer, "trainer": engines.trainer,
              "evaluator": StateAttributes(engines.evaluator, ("best_metric", "best_metric_epoch")),
              "best_checkpoint": engines.best_saver, "history": engines.history,

@@ -15,10 +15,12 @@ from torch.utils.data import DistributedSampler, Sampler
 
 from pipeline.config import Config
 from pipeline.data import SPLITS, DatasetInfo, DeviceBatchLoader, make_dataset, make_loader
+from pipeline.data.checks import CheckImaged, CheckShaped
 from pipeline.data.device_cache import check_fits_on_device
 from pipeline.data.dicom import DicomOptions
 from pipeline.data.readers import ReadImaged, read_image
 from pipeline.data.sources import SourceData, load_source, split_table
+from pipeline.data.splits import keyed_patients, run_secret
 from pipeline.engine.distributed import DistributedContext
 from pipeline.engine.history import write_table
 from pipeline.engine.rundir import RunDir
@@ -49,7 +51,8 @@ def setup_data(config: Config, run: RunDir, device: torch.device, context: Distr
     data = prepare_data(config, splits=(Split.TRAIN, Split.VAL), cache_dir=run.cache_dir, device=device,
                         distributed=context.enabled)
     if context.is_main:
-        write_table(run.splits_table, data.split_table, ("item", "label", "split", "patient"))
+        write_table(run.splits_table, keyed_patients(data.split_table, run_secret(run.path)),
+                    ("item", "label", "split", "patient"))
     if data.skipped and context.is_main:
         write_table(run.skipped_table, data.skipped, ("item", "split", "reason"))
         logger.warning("skipped %d unreadable item(s): see %s", len(data.skipped), run.skipped_table)
@@ -61,7 +64,8 @@ def setup_data(config: Config, run: RunDir, device: torch.device, context: Distr
 def dicom_options(config: Config) -> DicomOptions:
     settings = config.data.dicom
     return DicomOptions(series_uid=settings.series_uid, uneven_spacing=settings.uneven_spacing,
-                        missing_slices=settings.missing_slices, gantry_tilt=settings.gantry_tilt)
+                        missing_slices=settings.missing_slices, gantry_tilt=settings.gantry_tilt,
+                       show_headers=settings.show_headers)
 
 
 def _drop_bad_items(source: SourceData, reader: ReadImaged) -> list[dict]:
@@ -79,12 +83,20 @@ def _drop_bad_items(source: SourceData, reader: ReadImaged) -> list[dict]:
     return skipped
 
 
-def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int) -> Compose:
-    """Reading (file sources) and preprocessing: what training, evaluation and export share."""
+def deterministic_transforms(config: Config, source: SourceData, spatial_dims: int,
+                             shape_check: CheckShaped | None = None) -> Compose:
+    """Reading (file sources, each item checked before and after: :class:`~pipeline.data.checks.CheckImaged`) and
+    preprocessing, then ``shape_check``: what training, evaluation and export share.
+
+    The checks are steps of this Compose, before the preprocessing: MONAI's ``CacheDataset`` caches up to the first
+    ``Randomizable`` step (a nested ``Compose`` is one), so reading and checking happen once, when the cache fills."""
     steps: list = []
     if source.from_files:
-        steps.append(ReadImaged(keys="image", dicom=dicom_options(config), spatial_dims=spatial_dims))
+        check = CheckImaged(keys="image", max_pixels=config.data.max_pixels)
+        steps += [check, ReadImaged(keys="image", dicom=dicom_options(config), spatial_dims=spatial_dims), check]
     steps.append(preprocessing_transforms(config.preprocessing, spatial_dims))
+    if shape_check is not None:
+        steps.append(shape_check)
     return Compose(steps)
 
 
@@ -130,7 +142,9 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     _check_cache(config, device, distributed)
     source, skipped = _read_source(config)
     info = source.info if source.info is not None else _file_source_info(config, source)
-    base = deterministic_transforms(config, source, info.spatial_dims)
+    base = deterministic_transforms(config, source, info.spatial_dims,
+                                    CheckShaped(info.in_channels, info.spatial_shape,
+                                                f"the first training item ({source.splits['train'][0]['name']})"))
     augmentation = [build_augmentation(spec, info.spatial_shape) for spec in config.augmentation.transforms]
     loaders = {}
     for split in splits:

@@ -15,6 +15,7 @@ from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config
 from pipeline.engine.builders import make_network
+from pipeline.engine.checkpoint import write_run_file
 from pipeline.engine.data_setup import prepare_data
 from pipeline.engine.device import autocast_dtype, select_device
 from pipeline.engine.history import json_safe
@@ -82,7 +83,7 @@ def evaluate_run(run_dir: Path, split: str = Split.TEST, which: str | None = Non
     report = {"split": split, "checkpoint": which, "items": int(len(labels)), "task": task,
               "class_names": class_names, "confidence": config.evaluation.confidence,
               "bootstrap_samples": config.evaluation.bootstrap_samples, "metrics": metrics}
-    run.metrics_file(split).write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
+    write_run_file(run.metrics_file(split), json.dumps(json_safe(report), indent=1))
     _write_predictions(run.predictions_file(split), probs, labels, task, class_names)
     logger.info("%s %s: accuracy %.4f, AUC %.4f (%d items)", run.path.name, split, metrics["accuracy"]["value"],
                 metrics["auc"]["value"], len(labels))

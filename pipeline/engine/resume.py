@@ -8,6 +8,7 @@ with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import random
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
@@ -17,9 +18,11 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from monai.data import DataLoader
-from monai.transforms import Compose, Randomizable
+from monai.transforms import Transform
 
-__all__ = ["RandomStates", "DataOrder", "StateAttributes", "MetricStates", "randomizable_transforms"]
+from pipeline.errors import DataError
+
+__all__ = ["RandomStates", "DataOrder", "StateAttributes", "MetricStates", "transform_generators"]
 
 
 def _numpy_state_to_plain(state: tuple) -> dict:
@@ -48,27 +51,68 @@ def _weights_only_safe(value: Any) -> Any:
     return value
 
 
-def randomizable_transforms(transform: object) -> list[Randomizable]:
-    """The MONAI transforms in ``transform`` (a Compose, possibly nested) that draw random numbers."""
-    if isinstance(transform, Compose):
-        return [item for item in transform.flatten().transforms if isinstance(item, Randomizable)]
-    return [transform] if isinstance(transform, Randomizable) else []
+def _walk(node: object, seen: set[int], found: list) -> None:
+    """Depth-first, in attribute order, so two runs that build the same chain list the same generators."""
+    if id(node) in seen or isinstance(node, (str, bytes, int, float, bool, type(None), np.ndarray, torch.Tensor,
+                                             type, types.ModuleType, types.FunctionType, types.MethodType)):
+        return
+    seen.add(id(node))
+    if isinstance(node, (np.random.RandomState, torch.Generator)):
+        found.append(node)
+        return
+    if isinstance(node, Mapping):
+        children: Iterable = node.values()
+    elif isinstance(node, (list, tuple, set, frozenset)):
+        children = node if not isinstance(node, (set, frozenset)) else ()
+    elif hasattr(node, "__dict__") and (isinstance(node, Transform) or type(node).__module__.startswith("monai.")):
+        children = vars(node).values()
+    else:
+        return
+    for child in children:
+        _walk(child, seen, found)
+
+
+def transform_generators(transform: object) -> list[np.random.RandomState | torch.Generator]:
+    """Every random number generator a transform chain holds, found by walking it.
+
+    MONAI's random dictionary transforms wrap array transforms with generators of their own (``RandAffined`` holds a
+    ``RandAffine`` holding a ``RandAffineGrid``; ``RandGaussianNoised`` a ``RandGaussianNoise``), and ``Compose`` /
+    ``OneOf`` hold lists of transforms; so the chain's attributes, lists and mappings are walked recursively (MONAI
+    objects and transforms only), each generator listed once in a stable order. A list of classes would miss the
+    next transform that nests one.
+    """
+    found: list = []
+    _walk(transform, set(), found)
+    return found
+
+
+def _generator_state(generator: np.random.RandomState | torch.Generator) -> Any:
+    if isinstance(generator, torch.Generator):
+        return generator.get_state()
+    return _numpy_state_to_plain(generator.get_state())
+
+
+def _set_generator_state(generator: np.random.RandomState | torch.Generator, state: Any) -> None:
+    if isinstance(generator, torch.Generator):
+        generator.set_state(state)
+    else:
+        generator.set_state(_numpy_state_from_plain(state))
 
 
 class RandomStates:
     """The random number generators a training run draws from: Python's, NumPy's, torch's (CPU and CUDA), named
-    ``torch.Generator`` objects (the loss's column sampling, the loader's shuffling) and the private
-    ``RandomState`` of each random MONAI transform.
+    ``torch.Generator`` objects (the loss's column sampling, the loader's shuffling) and every generator of the
+    training transform chain (:func:`transform_generators`), nested ones included.
 
     Example:
-        >>> states = RandomStates({"loss": loss.generator, "train_loader": loader.generator})
+        >>> states = RandomStates({"loss": loss.generator, "train_loader": loader.generator}, loader.dataset.transform)
         >>> saved = states.state_dict(); ...; states.load_state_dict(saved)
     """
 
     def __init__(self, generators: Mapping[str, torch.Generator | None],
-                 transforms: Iterable[Randomizable] = ()) -> None:
+                 transform: object = None) -> None:
         self.generators = {name: generator for name, generator in generators.items() if generator is not None}
-        self.transforms = list(transforms)
+        self.transform_generators = transform_generators(transform)
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -76,7 +120,7 @@ class RandomStates:
             "numpy": _numpy_state_to_plain(np.random.get_state()),
             "torch": torch.get_rng_state(),
             "generators": {name: generator.get_state() for name, generator in self.generators.items()},
-            "transforms": [_numpy_state_to_plain(transform.R.get_state()) for transform in self.transforms],
+            "transforms": [_generator_state(generator) for generator in self.transform_generators],
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -89,8 +133,13 @@ class RandomStates:
         torch.set_rng_state(state["torch"])
         for name, generator in self.generators.items():
             generator.set_state(state["generators"][name])
-        for transform, saved in zip(self.transforms, state["transforms"], strict=True):
-            transform.R.set_state(_numpy_state_from_plain(saved))
+        saved = state["transforms"]
+        if len(saved) != len(self.transform_generators):
+            raise DataError(f"the checkpoint holds {len(saved)} random states of the augmentation transforms and this "
+                            f"run's transforms have {len(self.transform_generators)} (a checkpoint of another "
+                            "augmentation config or an older medvp); it cannot resume this run exactly")
+        for generator, generator_state in zip(self.transform_generators, saved, strict=True):
+            _set_generator_state(generator, generator_state)
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -122,7 +171,10 @@ class DataOrder:
             iterator, self._pending = self._pending, None
             return iterator
         self.epoch_start_state = self.loader.generator.get_state()
-        return iter(self.loader)
+        # Exactly one epoch of batches, without asking the loader for more: an exhausted shuffling sampler draws
+        # from the generator once more (torch's RandomSampler), at the next epoch's start, after the epoch's
+        # checkpoint was written; a run resumed from that checkpoint has no exhausted iterator to make that draw.
+        return islice(iter(self.loader), len(self.loader))
 
     def resume_mid_epoch(self, batches_done: int) -> None:
         """Make the next iteration start at batch ``batches_done`` of the epoch whose start state was loaded."""
@@ -130,7 +182,7 @@ class DataOrder:
         iterator = iter(self.loader)
         for _ in islice(iterator, batches_done):
             pass
-        self._pending = iterator
+        self._pending = islice(iterator, len(self.loader) - batches_done)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"epoch_start_state": self.epoch_start_state}

@@ -13,6 +13,7 @@ equals the new one (ignoring :data:`IGNORED_FOR_RESUME`), and is an error otherw
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pipeline.config import Config, load_saved_config, read_yaml, save_config
 from pipeline.config.loader import format_validation_error
 from pipeline.data import DatasetInfo
-from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint
+from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, load_checkpoint, write_run_file
 from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError, DataError, StorageError, first_line
 
@@ -242,7 +243,7 @@ class RunDir:
     def write_summary(self, summary: RunSummary) -> None:
         document = summary.model_dump(mode="json", exclude={"distributed"} if summary.distributed is None else None)
         text = json.dumps(json_safe(document), indent=1)
-        self.summary_file.write_text(text, encoding="utf-8")
+        write_run_file(self.summary_file, text)
 
     def _require_config(self) -> None:
         if not self.config_file.is_file():
@@ -391,13 +392,24 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(RunDir(run_dir).lock_file, "a+", encoding="utf-8") as handle:
+    lock_file = RunDir(run_dir).lock_file
+    try:
+        handle = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise StorageError(f"{lock_file}: cannot create the run lock ({error.strerror or error}); "
+                           "check output.root") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DataError(f"{run_dir} is being trained by another medvp process; wait for it to finish, "
                             "or set output.name for a new run") from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as error:
+            reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+            raise StorageError(f"{lock_file}: cannot write the run lock ({reason}); free space in "
+                               f"{run_dir.parent} or set output.root") from None
         yield

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.engine.builders import TrainingParts, build_training_parts
-from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR
+from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, remove_orphaned_temporaries
 from pipeline.engine.checkpointing import attach_checkpoint_savers, finished, restore, resume_point, run_state
 from pipeline.engine.data_setup import setup_data
 from pipeline.engine.device import autocast_dtype, hardware_description, run_device, seed_everything
@@ -89,6 +89,8 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
 
 def _train(config: Config, run: RunDir, resume: bool, on_validation: Callable[[int, dict], bool | None] | None,
            context: DistributedContext) -> TrainResult:
+    if context.is_main:  # under the run lock: no other process of this run is writing
+        remove_orphaned_temporaries(run.checkpoint_dir)
     resumed = resume_point(run, resume)
     if context.is_main:
         run.save_config(config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,9 @@ from pipeline.engine import RunDir, predict_split, train
 from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
-from pipeline.experiments.spec import BenchmarkSpec, arm_overrides
+from pipeline.experiments.provenance import Provenance, require_clean
+from pipeline.experiments.spec import BenchmarkSpec, arm_overrides, n_key
+from pipeline.experiments.subsets import FULL, subset_file
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
 
@@ -25,18 +26,19 @@ _HISTORY_KEYS = ("epoch", "train_classification", "train_variance", "train_accur
                  "val_auc")
 
 
-def _code_commit() -> str | None:
-    """The git commit of the code that ran (None outside a git checkout), so results name what produced them."""
-    try:
-        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                               text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return found.stdout.strip() or None
+def result_path(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> Path:
+    """``<results>/<arm>/seed_<seed>.json`` for a full-data spec, ``<results>/<arm>/n_<n>/seed_<seed>.json`` for a
+    spec with subset sizes."""
+    if spec.n_train == [FULL]:
+        return spec.results / arm / f"seed_{seed}.json"
+    return spec.results / arm / f"n_{n_key(n)}" / f"seed_{seed}.json"
 
 
-def result_path(spec: BenchmarkSpec, arm: str, seed: int) -> Path:
-    return spec.results / arm / f"seed_{seed}.json"
+def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
+    """Every (n, seed, arm) of the spec in run order: smallest n first (cheap), then seeds, then arms, so a
+    partial benchmark covers every arm at the sizes it reached."""
+    sizes = sorted(spec.n_train, key=lambda n: (n == FULL, 0 if n == FULL else n))
+    return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms]
 
 
 def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
@@ -58,14 +60,24 @@ def spec_record(spec: BenchmarkSpec) -> dict:
     return record
 
 
-def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
-    """Train one (arm, seed), measure it, and write its result JSON. The test split is read only here, after
-    training, with the checkpoint that validation AUC chose (and, for comparison, the last one)."""
-    run_dir = spec.runs / spec.name / arm / f"seed_{seed}"
+def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
+            provenance: Provenance | None = None) -> dict:
+    """Train one (arm, n, seed), measure it, and write its result JSON. The test split is read only here, after
+    training, with the checkpoint that validation AUC chose (and, for comparison, the last one).
+
+    ``provenance`` (commit, dirty flag, CPU, threads, versions) is recorded as given; by default it is taken
+    now, refusing uncommitted changes under pipeline/."""
+    provenance = provenance or require_clean(allow_dirty=False)
+    run_dir = spec.runs / spec.name / arm / f"n_{n_key(n)}" / f"seed_{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run starts over
-    overrides = [*arm_overrides(spec, arm), f"training.seed={seed}", "evaluation.splits=[]",
+    overrides = [*arm_overrides(spec, arm, n), f"training.seed={seed}", "evaluation.splits=[]",
                  "training.progress_bar=false"]
+    subset = None
+    if n != FULL:
+        dataset = load_config(spec.base_config, overrides).data.path
+        path, subset = subset_file(dataset, int(n), seed, spec.runs / "subsets")
+        overrides.append(f"data.path={path.resolve()}")
     config = load_config(spec.base_config, overrides)
     started = time.perf_counter()
     trained = train(config, run_dir)
@@ -73,10 +85,14 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
     run = RunDir(run_dir)
     summary, history = run.summary(), run.history()
     result = {
-        "spec": spec.name, "arm": arm, "seed": seed, "overrides": overrides,
+        "spec": spec.name, "arm": arm, "seed": seed, "n_train": n, "subset": subset,
+        "overrides": [o for o in overrides if not o.startswith("data.path=")],
         "selection": "checkpoint with the highest validation AUC (first reached)",
         "test": selected["test"], "val": selected["val"], "train": selected["train"],
         "test_last_epoch": _split_metrics(run_dir, "test", "last"),
+        # the last epoch's generalization gap: overfitting shows here when the selected checkpoint stopped early
+        "train_last_epoch": _split_metrics(run_dir, "train", "last"),
+        "val_last_epoch": _split_metrics(run_dir, "val", "last"),
         "gaps": {
             "accuracy_train_minus_val": selected["train"]["accuracy"] - selected["val"]["accuracy"],
             "accuracy_train_minus_test": selected["train"]["accuracy"] - selected["test"]["accuracy"],
@@ -85,10 +101,10 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int) -> dict:
         },
         "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
         "train_seconds": trained.seconds, "wall_seconds": time.perf_counter() - started,
-        "hardware": summary.hardware, "versions": summary.versions, "commit": _code_commit(),
+        "hardware": summary.hardware, **provenance,
         "history": [{key: record[key] for key in _HISTORY_KEYS} for record in history],
     }
-    path = result_path(spec, arm, seed)
+    path = result_path(spec, arm, seed, n)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(result), indent=1), encoding="utf-8")
     return result
@@ -102,43 +118,59 @@ class BenchmarkProgress:
 
 
 def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1, 1),
-                  time_limit_minutes: float | None = None) -> BenchmarkProgress:
-    """Run the spec's missing (arm, seed) pairs, seeds in the outer loop so that a partial benchmark covers
-    every arm; ``report`` receives one progress line per run.
+                  time_limit_minutes: float | None = None, allow_dirty: bool = False,
+                  arms: list[str] | None = None, sizes: list[str] | None = None,
+                  seeds: list[int] | None = None) -> BenchmarkProgress:
+    """Run the spec's missing (n, seed, arm) cells, smallest n first and seeds before arms so that a partial
+    benchmark covers every arm; ``report`` receives one progress line per run.
 
     Args:
-        shard: ``(k, n)``: run only every n-th pair starting at the k-th (1-based), so n processes (on one card
-            or several machines sharing the results folder) split one benchmark without running a pair twice.
+        shard: ``(k, n)``: run only every n-th cell starting at the k-th (1-based), so n processes (on one card
+            or several machines sharing the results folder) split one benchmark without running a cell twice.
         time_limit_minutes: start no new run once this part has used the limit, or when the mean run time so
             far says the next run would overrun it; a later call carries on where this one stopped.
+        arms, sizes, seeds: run only these arms / subset sizes / seeds (as named in the spec) this time; the rest
+            stay to do (processes given disjoint seeds split a benchmark in the order the spec lists them).
+        allow_dirty: record results from a checkout with uncommitted changes under pipeline/ (marked
+            ``dirty: true``; the report flags them) instead of refusing.
     """
     index, count = shard
     if not 1 <= index <= count:
         raise ConfigError(f"--shard {index}/{count}: expected K/N with 1 <= K <= N")
+    provenance = require_clean(allow_dirty)
     spec.results.mkdir(parents=True, exist_ok=True)
     (spec.results / "spec.json").write_text(json.dumps(spec_record(spec), indent=1), encoding="utf-8")
-    pairs = [(arm, seed) for seed in spec.seeds for arm in spec.arms]
-    mine = pairs[index - 1::count]
-    done = sum(result_path(spec, arm, seed).is_file() for arm, seed in pairs)
+    todo = cells(spec)
+    unknown = [*sorted(set(arms or []) - set(spec.arms)), *sorted(set(sizes or []) - {n_key(n) for n in spec.n_train}),
+               *sorted(set(seeds or []) - set(spec.seeds))]
+    if unknown:
+        raise ConfigError(f"--arms/--n/--seeds {unknown}: not among {spec.name}'s arms {spec.arms}, n_train "
+                          f"{spec.n_train} or seeds {spec.seeds}")
+    chosen = [(n, seed, arm) for n, seed, arm in todo if (arms is None or arm in arms)
+              and (sizes is None or n_key(n) in sizes) and (seeds is None or seed in seeds)]
+    mine = chosen[index - 1::count]
+    finished = lambda n, seed, arm: result_path(spec, arm, seed, n).is_file()  # noqa: E731
+    done = sum(finished(*cell) for cell in todo)
     durations: list[float] = []
     started_part = time.perf_counter()
     if done:
-        report(f"{done}/{len(pairs)} runs already finished: skipped")
-    for arm, seed in mine:
-        if result_path(spec, arm, seed).is_file():
+        report(f"{done}/{len(todo)} runs already finished: skipped")
+    for n, seed, arm in mine:
+        if finished(n, seed, arm):
             continue
         if time_limit_minutes is not None and durations:
             used = time.perf_counter() - started_part
             if used + sum(durations) / len(durations) > time_limit_minutes * 60:
-                report(f"time limit of {time_limit_minutes:g} min reached: {done}/{len(pairs)} runs finished; "
+                report(f"time limit of {time_limit_minutes:g} min reached: {done}/{len(todo)} runs finished; "
                        "run the same command again to continue")
                 break
         started = time.perf_counter()
-        result = run_one(spec, arm, seed)
+        result = run_one(spec, arm, seed, n, provenance)
         durations.append(time.perf_counter() - started)
-        done = sum(result_path(spec, a, s).is_file() for a, s in pairs)
-        remaining = sum(not result_path(spec, a, s).is_file() for a, s in mine)
+        done = sum(finished(*cell) for cell in todo)
+        remaining = sum(not finished(*cell) for cell in mine)
         eta = remaining * sum(durations) / len(durations) / 60
-        report(f"[{done}/{len(pairs)}] {arm} seed {seed}: test accuracy {result['test']['accuracy']:.4f}, "
+        where = "" if spec.n_train == [FULL] else f" n={n_key(n)}"
+        report(f"[{done}/{len(todo)}] {arm}{where} seed {seed}: test accuracy {result['test']['accuracy']:.4f}, "
                f"AUC {result['test']['auc']:.4f} ({durations[-1]:.0f} s; ETA {eta:.1f} min)")
-    return BenchmarkProgress(done, len(pairs), sum(durations) / len(durations) if durations else None)
+    return BenchmarkProgress(done, len(todo), sum(durations) / len(durations) if durations else None)

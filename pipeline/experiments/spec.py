@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for", "ARM_DESCRIPTIONS"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")
@@ -23,14 +24,28 @@ _CE = ["loss.variance_weight=0", "loss.lambda_=1.0"]
 # SimpleCNN has no small-input stem: the arms switch off small_input that ResNet base configs set.
 _ORIGINAL_CNN = ["model.name=simplecnn", "model.small_input=false",
                  "model.options={channels: [10, 10, 10, 10], kernel_size: 1}"]
+#: the original write-up's whole setup: that network with a dense head on the flattened last conv block,
+#: PneumoniaMNIST nearest-upsampled to 224 px, Adam (lr 1e-3), early stopping (the engine's criterion is validation
+#: AUC; the write-up stopped on validation loss)
+_ORIGINAL_SETUP = ["model.name=simplecnn", "model.small_input=false",
+                   "model.options={channels: [10, 10, 10, 10], kernel_size: 1, head: flatten, input_size: [224, 224]}",
+                   "preprocessing.spatial_size=[224, 224]", "preprocessing.interpolation=nearest",
+                   "optimizer.name=adam", "optimizer.lr=0.001", "training.scheduler={name: none}",
+                   "training.early_stopping_patience=5"]
 
 #: tuned arm -> its tuned hyperparameters (from ``medvp tune``, kept in the spec's arm_settings) as overrides;
 #: ``medvp tune`` uses the same translation for its trials, so a trial and the benchmark arm train alike
 TUNED_ARMS: dict[str, Callable[[dict], list[str]]] = {
     "vp_tuned": lambda p: [f"loss.{key}={value}" for key, value in p.items()],
-    "ce_dropout": lambda p: [*_CE, f"model.dropout={p['dropout']}"],
-    "ce_label_smoothing": lambda p: [*_CE, f"loss.label_smoothing={p['label_smoothing']}"],
-    "ce_weight_decay": lambda p: [*_CE, "optimizer.name=adamw", f"optimizer.weight_decay={p['weight_decay']}"],
+    "ce_dropout": lambda p: [*_CE, f"model.dropout={p['dropout']}",
+                             *([f"optimizer.lr={p['lr']}"] if "lr" in p else [])],
+    "ce_label_smoothing": lambda p: [*_CE, f"loss.label_smoothing={p['label_smoothing']}",
+                                     *([f"optimizer.lr={p['lr']}"] if "lr" in p else [])],
+    "ce_weight_decay": lambda p: [*_CE, "optimizer.name=adamw", f"optimizer.weight_decay={p['weight_decay']}",
+                                  *([f"optimizer.lr={p['lr']}"] if "lr" in p else [])],
+    # the penalty on what the dense head reads: the output of the conv stack (after the last max-pool), flattened
+    "original_setup_vp": lambda p: [*_ORIGINAL_SETUP, "loss.taps=features",
+                                    *(f"loss.{key}={value}" for key, value in p.items())],
 }
 
 #: arm -> overrides on top of the base config, given the spec's per-arm settings (tuned values)
@@ -45,6 +60,32 @@ ARMS: dict[str, Callable[[dict], list[str]]] = {
                              f"augmentation.transforms={_SAFE_AUGMENTATION}"],
     "original_cnn_ce": lambda s: [*_CE, *_ORIGINAL_CNN],
     "original_cnn_vp": lambda s: [*_ORIGINAL_PENALTY, "loss.taps=last_block", *_ORIGINAL_CNN],
+    "original_setup_ce": lambda s: [*_CE, *_ORIGINAL_SETUP],
+}
+
+
+#: arm -> what it is, in one line (the report's preamble lists the arms of the document from here)
+ARM_DESCRIPTIONS: dict[str, str] = {
+    "ce": "cross-entropy (BCE on one logit for binary tasks), lambda_ 1, no penalty: the reference",
+    "vp_original": "the method's published setting, untuned: variance_weight 0.01, feature_sampling_ratio 0.2, "
+                   "lambda_ 0.5, tap last_block",
+    "vp_original_last_conv": "vp_original with the tap moved to the last conv layer (tap-location comparison)",
+    "vp_original_all_conv": "vp_original with taps on every conv layer (tap-location comparison)",
+    "vp_tuned": "the penalty tuned on validation: variance_weight, feature_sampling_ratio, lambda_ and the tap "
+                "(4 dimensions)",
+    "ce_dropout": "cross-entropy with dropout before the head, tuned on validation (dropout rate, lr)",
+    "ce_label_smoothing": "cross-entropy with label smoothing, tuned on validation (smoothing, lr)",
+    "ce_weight_decay": "cross-entropy with AdamW's decoupled weight decay, tuned on validation (decay 1e-4 to 0.5 "
+                       "log, lr)",
+    "ce_augment": "cross-entropy with the clinically safe augmentation allow-list (rotation ±10°, translation "
+                  "±10%, zoom 0.9-1.1, each p 0.5)",
+    "vp_augment": "ce_augment plus the published penalty (vp_original's setting)",
+    "original_cnn_ce": "the original network (four 1x1 conv layers of 10 filters) at 28 px with a global-pooling "
+                       "head, cross-entropy",
+    "original_cnn_vp": "original_cnn_ce plus the published penalty",
+    "original_setup_ce": "the original write-up's setup: 1x1-conv network with a dense head on the flattened "
+                         "features, 224 px nearest-upsampled, Adam, early stopping; cross-entropy",
+    "original_setup_vp": "original_setup_ce plus the penalty chosen on validation from the write-up's 12-point grid",
 }
 
 
@@ -60,12 +101,23 @@ class BenchmarkSpec(BaseModel):
     base_config: Path = Field(description="relative paths are taken from the spec's folder")
     overrides: list[str] = Field(default_factory=list, description="applied to every arm (the scale)")
     arms: list[str]
+    reference: str = Field("ce", description="the arm every other arm is compared with (paired differences)")
     seeds: list[int] = Field(min_length=1)
     results: Path = Field(description="folder of per-run result JSON files (committed)")
     runs: Path = Field(Path("runs/benchmarks"), description="folder of run directories (not committed)")
     arm_settings: dict[str, dict] = Field(default_factory=dict, description="tuned hyperparameters per arm")
     comparisons: list[tuple[str, str]] = Field(
         default_factory=list, description="extra paired comparisons [arm, reference] besides every arm against ce")
+    n_train: list[int | Literal["full"]] = Field(
+        ["full"], min_length=1, description="training subset sizes (stratified by class, drawn by the seed, the "
+        "same for every arm); 'full' is the whole training split. Validation and test are never subset")
+    max_epochs_by_n: dict[str, int] = Field(
+        default_factory=dict, description="training.max_epochs per subset size (keys as in n_train, e.g. '50')")
+    arm_settings_by_n: dict[str, dict[str, dict]] = Field(
+        default_factory=dict, description="per subset size: tuned hyperparameters per arm (else arm_settings)")
+    settings_note: str = Field("", description="where the arm settings come from (tuned: trial counts; or fixed)")
+    tuning: dict = Field(default_factory=dict, description="trials: completed trials per tuned arm; "
+                         "warmup_epochs: pruning warm-up; the report prints them with each arm's search ranges")
 
     @field_validator("arms")
     @classmethod
@@ -73,16 +125,39 @@ class BenchmarkSpec(BaseModel):
         unknown = [arm for arm in arms if arm not in ARMS]
         if unknown:
             raise ValueError(f"unknown arm(s) {unknown}; expected some of {sorted(ARMS)}")
-        if "ce" not in arms:
-            raise ValueError("the arms must include 'ce', the reference for paired differences")
         return arms
 
+    @model_validator(mode="after")
+    def _reference_is_an_arm(self) -> BenchmarkSpec:
+        if self.reference not in self.arms:
+            raise ValueError(f"reference {self.reference!r} must be one of the arms {self.arms}")
+        return self
 
-def arm_overrides(spec: BenchmarkSpec, arm: str) -> list[str]:
-    """The ``--set`` overrides that make the base config into ``arm``."""
-    if arm in TUNED_ARMS and arm not in spec.arm_settings:
+    @field_validator("n_train")
+    @classmethod
+    def _sizes(cls, sizes: list) -> list:
+        if any(isinstance(n, int) and n < 2 for n in sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError("expected distinct sizes of at least 2, or 'full'")
+        return sizes
+
+
+def n_key(n: int | str) -> str:
+    """How a subset size names folders and keys: 'full' or the number."""
+    return str(n)
+
+
+def settings_for(spec: BenchmarkSpec, n: int | str) -> dict[str, dict]:
+    """The arm settings at subset size n: ``arm_settings_by_n[n]`` over ``arm_settings``."""
+    return {**spec.arm_settings, **spec.arm_settings_by_n.get(n_key(n), {})}
+
+
+def arm_overrides(spec: BenchmarkSpec, arm: str, n: int | str = "full") -> list[str]:
+    """The ``--set`` overrides that make the base config into ``arm`` (at subset size n: its epochs and settings)."""
+    settings = settings_for(spec, n)
+    if arm in TUNED_ARMS and arm not in settings:
         raise ConfigError(f"{spec.name}: arm {arm} needs arm_settings.{arm} (its hyperparameters from medvp tune)")
-    return [*spec.overrides, *ARMS[arm](spec.arm_settings)]
+    epochs = spec.max_epochs_by_n.get(n_key(n))
+    return [*spec.overrides, *ARMS[arm](settings), *([f"training.max_epochs={epochs}"] if epochs else [])]
 
 
 def load_spec(path: Path) -> BenchmarkSpec:

@@ -30,13 +30,22 @@ class NetworkSpec:
 NetworkDefinition = tuple[Callable[..., nn.Module], dict[str, Any]]
 
 
+def resnet_with_head_dropout(depth: int, dropout: float, **kwargs) -> nn.Module:
+    """MONAI's ResNet of ``depth`` with dropout before its linear head (MONAI's class has no dropout argument)."""
+    network = getattr(nets, f"resnet{depth}")(**kwargs)
+    network.fc = nn.Sequential(nn.Dropout(dropout), network.fc)
+    return network
+
+
 def _resnet(depth: int) -> Callable[[NetworkSpec], NetworkDefinition]:
     def define(spec: NetworkSpec) -> NetworkDefinition:
         stem = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True} if spec.small_input else {
             "conv1_t_size": 7, "conv1_t_stride": 2}
-        return getattr(nets, f"resnet{depth}"), dict(pretrained=False, spatial_dims=spec.spatial_dims,
-                                                      n_input_channels=spec.in_channels,
-                                                      num_classes=spec.num_outputs, **stem, **spec.options)
+        kwargs = dict(pretrained=False, spatial_dims=spec.spatial_dims, n_input_channels=spec.in_channels,
+                      num_classes=spec.num_outputs, **stem, **spec.options)
+        if spec.dropout > 0:
+            return resnet_with_head_dropout, dict(depth=depth, dropout=spec.dropout, **kwargs)
+        return getattr(nets, f"resnet{depth}"), kwargs
 
     return define
 
@@ -63,8 +72,8 @@ class NetworkEntry:
 
     Attributes:
         define: spec -> (class or factory function, keyword arguments).
-        dropout: ``NetworkSpec.dropout`` is applied (SimpleCNN: before the head; DenseNet121: MONAI's
-            ``dropout_prob``, in every dense layer).
+        dropout: ``NetworkSpec.dropout`` is applied (SimpleCNN and the ResNets: before the head; DenseNet121:
+            MONAI's ``dropout_prob``, in every dense layer).
         small_input: ``NetworkSpec.small_input`` selects a stem for small images (3x3 conv, stride 1, no max-pool).
         min_input_size: the smallest spatial side, in pixels, the network accepts (its downsampling needs it).
     """
@@ -78,9 +87,9 @@ class NetworkEntry:
 #: name -> entry. A new network is one entry here, declaring what it supports.
 NETWORKS: dict[str, NetworkEntry] = {
     "densenet121": NetworkEntry(_densenet121, dropout=True, min_input_size=29),
-    "resnet18": NetworkEntry(_resnet(18), small_input=True),
-    "resnet34": NetworkEntry(_resnet(34), small_input=True),
-    "resnet50": NetworkEntry(_resnet(50), small_input=True),
+    "resnet18": NetworkEntry(_resnet(18), dropout=True, small_input=True),
+    "resnet34": NetworkEntry(_resnet(34), dropout=True, small_input=True),
+    "resnet50": NetworkEntry(_resnet(50), dropout=True, small_input=True),
     "efficientnet-b0": NetworkEntry(_efficientnet_b0, min_input_size=32),
     "simplecnn": NetworkEntry(_simple_cnn, dropout=True, min_input_size=4),
 }

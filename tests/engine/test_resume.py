@@ -132,3 +132,71 @@ def test_a_run_with_augmentation_writes_checkpoints_that_load_safely(small_demo_
         sums = [value for metric in state["train_metrics"].values() for per_rank in metric["__metric_state_per_rank"]
                 for value in per_rank.values() if isinstance(value, torch.Tensor)]
         assert sums and all(type(value) is torch.Tensor for value in sums), path.name
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL right after a checkpoint was written: nothing after it runs (not an Exception, so no
+    handler of the engine treats it)."""
+
+
+def _augmented_config(data, root, name):
+    from pipeline.config import parse_config
+    from pipeline.transforms.policy import ALLOWED
+
+    transforms = [{"name": name, "prob": 0.5 if index % 2 else 1.0} for index, name in enumerate(sorted(ALLOWED))]
+    return parse_config({
+        "data": {"path": str(data), "batch_size": 16},
+        "model": {"name": "simplecnn", "options": {"channels": [2, 2, 4, 4]}},
+        "training": {"max_epochs": 2, "progress_bar": False, "checkpoint_every_iterations": 1},
+        "augmentation": {"laterality_invariant": True, "transforms": transforms},
+        "evaluation": {"splits": []}, "output": {"root": str(root), "name": name}}, "test", root)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo_data(tmp_path_factory):
+    import numpy as np
+
+    from tests.conftest import REPO
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
+    with np.load(REPO / "data" / "pneumoniamnist.npz") as archive:
+        np.savez(path, **{f"{split}_{kind}": archive[f"{split}_{kind}"][:size]
+                          for split, size in {"train": 64, "val": 16, "test": 16}.items()
+                          for kind in ("images", "labels")})
+    return path
+
+
+@pytest.mark.slow
+def test_an_augmented_run_killed_anywhere_resumes_bit_for_bit(tiny_demo_data, tmp_path, monkeypatch):
+    """Every augmentation of the allow-list draws from random generators nested inside the dictionary transforms
+    (RandAffined -> RandAffine -> RandAffineGrid, RandGaussianNoised -> RandGaussianNoise, ...); a run stopped right
+    after any checkpoint, mid-epoch or at an epoch boundary, resumes to the same final weights."""
+    from pipeline.engine import train
+    from pipeline.engine.checkpoint import AtomicDiskSaver
+
+    reference = train(_augmented_config(tiny_demo_data, tmp_path, "reference")).run_dir
+    expected = load_checkpoint(reference / "checkpoints" / "checkpoint_epoch=2.pt")
+    save = AtomicDiskSaver.__call__
+    kill_points = ["checkpoint_iteration=2.pt", "checkpoint_epoch=1.pt"]  # mid-epoch, epoch boundary
+    for kill_after in kill_points:
+        def save_then_die(self, checkpoint, filename, metadata=None, kill_after=kill_after):
+            save(self, checkpoint, filename, metadata)
+            if filename == kill_after:
+                (self.dirname / f".{filename}.abc123.tmp").write_bytes(b"torn")  # a write the kill cut short
+                raise _Killed
+
+        config = _augmented_config(tiny_demo_data, tmp_path, f"killed_{kill_after}")
+        monkeypatch.setattr(AtomicDiskSaver, "__call__", save_then_die)
+        with pytest.raises(_Killed):
+            train(config)
+        monkeypatch.setattr(AtomicDiskSaver, "__call__", save)
+        run_dir = tmp_path / config.output.name
+        assert list((run_dir / "checkpoints").glob(".*.tmp"))
+        train(config, run_dir, resume=True)
+        assert not list((run_dir / "checkpoints").glob(".*.tmp")), "orphaned temporary checkpoint files remain"
+        actual = load_checkpoint(run_dir / "checkpoints" / "checkpoint_epoch=2.pt")
+        for part in ("network", "optimizer", "trainer", "random_states"):
+            _assert_same_state(expected[part], actual[part], f"{kill_after}: {part}")
+        _assert_same_state(load_checkpoint(reference / "checkpoints" / "best.pt"),
+                           load_checkpoint(run_dir / "checkpoints" / "best.pt"), f"{kill_after}: best.pt")
+        assert _records(run_dir) == _records(reference)

@@ -2,11 +2,12 @@ import json
 
 import pytest
 
-from pipeline.experiments import arm_overrides, load_spec, paired_difference, run_benchmark, summarize, write_report
+import pipeline.experiments.provenance as provenance
+from pipeline.experiments import arm_overrides, load_spec, run_benchmark, write_report
 from pipeline.errors import ConfigError
 
 
-def tiny_spec(tmp_path, repo_root):
+def tiny_spec(tmp_path, repo_root, n_train="[full]"):
     path = tmp_path / "tiny.yaml"
     path.write_text(f"""
 name: tiny
@@ -14,6 +15,7 @@ base_config: {repo_root / 'configs' / 'pneumoniamnist_demo.yaml'}
 overrides: [training.max_epochs=1, "model.options={{channels: [4, 4, 8, 8]}}", data.batch_size=256]
 arms: [ce, vp_original]
 seeds: [0, 1]
+n_train: {n_train}
 results: results/tiny
 runs: runs
 """)
@@ -23,12 +25,16 @@ runs: runs
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    spec = tiny_spec(tmp_path, repo_root)
+    monkeypatch.setattr(provenance, "_dirty_paths", lambda: ["pipeline/experiments/runner.py"])
+    spec = tiny_spec(tmp_path, repo_root, n_train="[40]")  # 40 training items: fast
     lines = []
-    progress = run_benchmark(spec, report=lines.append)
+    with pytest.raises(ConfigError, match=r"uncommitted changes under pipeline/ \(pipeline/experiments/runner.py\)"
+                                          r".*--allow-dirty"):
+        run_benchmark(spec, report=lines.append)
+    progress = run_benchmark(spec, report=lines.append, allow_dirty=True)
     assert (progress.done, progress.total) == (4, 4)
-    assert lines[0].startswith("[1/4] ce seed 0") and "ETA" in lines[0]
-    results = sorted((tmp_path / "results" / "tiny").glob("*/seed_*.json"))
+    assert lines[0].startswith("[1/4] ce n=40 seed 0") and "ETA" in lines[0]
+    results = sorted((tmp_path / "results" / "tiny").glob("*/n_40/seed_*.json"))
     assert len(results) == 4
     record = json.loads((tmp_path / "results" / "tiny" / "spec.json").read_text())
     assert (record["results"], record["runs"]) == ("results/tiny", "runs")  # relative to the working directory
@@ -38,19 +44,24 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
     assert set(result["gaps"]) == {"accuracy_train_minus_val", "accuracy_train_minus_test", "loss_train_minus_val",
                                    "loss_train_minus_test"}
     assert "test_last_epoch" in result and result["best_epoch"] == 1 and len(result["history"]) == 1
+    assert result["subset"]["n_train"] == 40 and sum(result["subset"]["class_counts"].values()) == 40
+    assert result["train_last_epoch"]["accuracy"] >= 0 and result["val_last_epoch"]["nll"] > 0
+    assert result["dirty"] is True and len(result["commit"]) == 40 and result["threads"] >= 1 and result["cpu"]
+    assert {"torch", "monai", "numpy", "scipy", "optuna", "pytorch-ignite"} <= set(result["versions"])
     # resume: only the missing run is trained again
     untouched = {path: path.stat().st_mtime_ns for path in results}
-    missing = tmp_path / "results" / "tiny" / "vp_original" / "seed_1.json"
+    missing = tmp_path / "results" / "tiny" / "vp_original" / "n_40" / "seed_1.json"
     missing.unlink()
     lines.clear()
-    progress = run_benchmark(spec, report=lines.append)
-    assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2 and "vp_original seed 1" in lines[1]
+    progress = run_benchmark(spec, report=lines.append, allow_dirty=True)
+    assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2 and "vp_original n=40 seed 1" in lines[1]
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in untouched.items() if path != missing)
-    out = write_report([tmp_path / "results" / "tiny"], tmp_path / "docs" / "benchmarks.md", "# Benchmarks\n")
-    text = out.read_text()
+    written = write_report([tmp_path / "results" / "tiny"], tmp_path / "docs" / "benchmarks.md", repo_root)
+    text = written[0].read_text()
     assert "| ce | 2 |" in text and "| vp_original | 2 |" in text and "Paired differences" in text
-    assert "| vp_original | ce |" in text
-    assert (tmp_path / "docs" / "benchmarks" / "tiny_curves.png").is_file()
+    assert "| 40 | vp_original | ce |" in text and "**dirty**: 4 run(s)" in text
+    assert [path.name for path in written[1:]] == ["tiny_curves.png", "tiny_forest.png"]
+    assert all(path.stat().st_size > 1000 for path in written[1:])
 
 
 def test_arms_differ_only_in_their_regularizer(tmp_path, repo_root):
@@ -83,19 +94,6 @@ def test_spec_errors(tmp_path):
         load_spec(path)
 
 
-def test_summary_and_paired_statistics():
-    summary = summarize([0.80, 0.82, 0.84])
-    assert summary["mean"] == pytest.approx(0.82) and summary["sd"] == pytest.approx(0.02)
-    # t(0.975, 2) = 4.303: half width 4.303 * 0.02 / sqrt(3)
-    assert summary["high"] - summary["mean"] == pytest.approx(4.303 * 0.02 / 3**0.5, rel=1e-3)
-    arm = [{"seed": s, "test": {"accuracy": v}} for s, v in enumerate([0.81, 0.84, 0.86])]
-    ce = [{"seed": s, "test": {"accuracy": v}} for s, v in enumerate([0.80, 0.82, 0.84])]
-    difference = paired_difference(arm, ce, "test", "accuracy")
-    assert difference["mean"] == pytest.approx(0.05 / 3) and 0 < difference["p"] < 1
-    same = paired_difference(ce, ce, "test", "accuracy")  # no spread in the differences: no test, not nan
-    assert same["mean"] == 0 and same["p"] is None
-
-
 def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, repo_root, monkeypatch):
     import pipeline.experiments.runner as runner
 
@@ -103,7 +101,7 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     clock = {"now": 0.0}
     trained = []
 
-    def fake_run(spec, arm, seed):
+    def fake_run(spec, arm, seed, n="full", provenance=None):
         clock["now"] += 60.0  # every run takes a minute
         trained.append((arm, seed))
         path = runner.result_path(spec, arm, seed)
@@ -114,6 +112,7 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     monkeypatch.setattr(runner, "run_one", fake_run)
     monkeypatch.setattr(runner.time, "perf_counter", lambda: clock["now"])
     lines = []
+    monkeypatch.setattr(runner, "require_clean", lambda allow_dirty: {})
     runner.run_benchmark(spec, lines.append, shard=(1, 2), time_limit_minutes=2.5)
     assert trained == [("ce", 0), ("ce", 1)]  # a third run would end at 3 min > 2.5
     assert "time limit of 2.5 min reached: 2/6" in lines[-1]
@@ -123,10 +122,19 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     assert len(trained) == 6  # no pair twice
     with pytest.raises(ConfigError, match="--shard 3/2"):
         runner.run_benchmark(spec, lines.append, shard=(3, 2))
+    # filters: only the named arms / seeds / sizes run; unknown names are refused
+    trained.clear()
+    scarce = spec.model_copy(update={"n_train": [50, 100], "seeds": [0, 1, 2], "results": tmp_path / "scarce"})
+    runner.run_benchmark(scarce, lines.append, arms=["vp_original"], seeds=[2, 1], sizes=["100"])
+    assert trained == [("vp_original", 1), ("vp_original", 2)]
+    assert runner.result_path(scarce, "vp_original", 1, 100).parts[-3:] == ("vp_original", "n_100", "seed_1.json")
+    assert [cell[0] for cell in runner.cells(scarce)][:6] == [50] * 6  # smallest n first
+    with pytest.raises(ConfigError, match=r"--arms/--n/--seeds \['ce_dropout', '7', 5\]"):
+        runner.run_benchmark(scarce, lines.append, arms=["ce_dropout"], sizes=["7"], seeds=[5])
 
 
 def test_curve_colours_stay_distinct_beyond_ten_arms():
-    from pipeline.experiments.report import arm_colours
+    from pipeline.experiments.figures import arm_colours
 
     for count in (2, 10, 12, 20):
         assert len(set(arm_colours(count))) == count
@@ -135,11 +143,10 @@ def test_curve_colours_stay_distinct_beyond_ten_arms():
 def test_the_committed_benchmark_document_is_what_medvp_report_makes_of_the_committed_results(repo_root, tmp_path):
     import re
 
-    from pipeline.experiments.report import PREAMBLE
-
     committed = (repo_root / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     sections = re.findall(r"^## (\S+)$", committed, flags=re.MULTILINE)
     assert sections, "docs/benchmarks.md has no benchmark sections"
     results = [repo_root / "benchmarks" / "results" / name for name in sections]
-    regenerated = write_report(results, tmp_path / "benchmarks.md", PREAMBLE).read_text(encoding="utf-8")
+    regenerated = write_report(results, tmp_path / "benchmarks.md", repo_root, draw=False)[0].read_text(
+        encoding="utf-8")
     assert regenerated == committed

@@ -4,7 +4,8 @@ import optuna
 import pytest
 
 import pipeline.engine.data_setup as components
-from pipeline.experiments.tuning import _Pruning, storage_description, trial_overrides, tune
+from pipeline.experiments.tuning import (SEARCH_SPACES, _Pruning, sampler_seed, search_ranges, storage_description,
+                                        trial_overrides, tune)
 
 
 @pytest.mark.slow
@@ -17,20 +18,27 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
         return real_make_dataset(items, *args, **kwargs)
 
     monkeypatch.setattr(components, "make_dataset", spy)
+    scale = ["training.max_epochs=1", "model.options={channels: [4, 4, 8, 8]}", "data.batch_size=256"]
     study = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "vp_tuned", trials=2, out_dir=tmp_path,
-                 overrides=["training.max_epochs=1", "model.options={channels: [4, 4, 8, 8]}", "data.batch_size=256"])
-    assert len(study.trials) == 2
+                 overrides=scale, study_name="spec-vp_tuned-n60", n_train=60, allow_dirty=True)
+    assert len(study.trials) == 2 and study.study_name == "spec-vp_tuned-n60"
+    attrs = study.trials[0].user_attrs
+    assert attrs["run_dir"].endswith("trials/vp_tuned_0") and attrs["seed"] == 0 and attrs["n_train"] == 60
+    assert "evaluation.splits=[]" in attrs["overrides"] and len(attrs["commit"]) == 40
     assert seen_items and not any(name.startswith("test/") for name in seen_items)
+    assert sum(name.startswith("train/") for name in seen_items) == 60 * 2  # the subset, once per trial
     best = json.loads((tmp_path / "best_vp_tuned.json").read_text())
     assert set(best["params"]) == {"variance_weight", "feature_sampling_ratio", "lambda_", "taps"}
     assert best["best_val_auc"] == max(trial.value for trial in study.trials)
+    assert (best["trials_completed"], best["trials_started"]) == (2, 2)
+    assert best["sampler_seed"] == sampler_seed("spec-vp_tuned-n60", 60) and best["search"] == search_ranges("vp_tuned")
     assert (tmp_path / "optuna_vp_tuned.db").is_file()
     assert best["storage"] == "SQLite optuna_vp_tuned.db in the --out folder" and str(tmp_path) not in json.dumps(best)
     trials = (tmp_path / "trials_vp_tuned.csv").read_text().splitlines()
     assert len(trials) == 3 and trials[0].startswith("trial,state,val_auc,epochs_reported,")
-    # the same storage resumes the study
-    again = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "vp_tuned", trials=1, out_dir=tmp_path,
-                 overrides=["training.max_epochs=1", "model.options={channels: [4, 4, 8, 8]}", "data.batch_size=256"])
+    # the same storage resumes the study: 3 completed trials asked, 2 there, one more runs
+    again = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "vp_tuned", trials=3, out_dir=tmp_path,
+                 overrides=scale, study_name="spec-vp_tuned-n60", n_train=60, allow_dirty=True)
     assert len(again.trials) == 3 and optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna_vp_tuned.db'}")
 
 
@@ -61,3 +69,33 @@ def test_search_space_overrides_turn_the_penalty_off_for_ce_arms():
 def test_a_database_url_is_recorded_without_its_password():
     recorded = storage_description("postgresql://tuner:s3cret@db.example:5432/studies")
     assert "s3cret" not in recorded and recorded.startswith("postgresql://tuner:***@db.example:5432/studies")
+
+
+def test_search_spaces_are_comparable_and_seeds_differ_per_dataset_and_size():
+    assert len(SEARCH_SPACES["vp_tuned"]) == 4
+    assert all(len(SEARCH_SPACES[arm]) == 2 for arm in ("ce_dropout", "ce_label_smoothing", "ce_weight_decay"))
+    assert search_ranges("ce_weight_decay") == "weight_decay 0.0001–0.5 (log); lr 0.0003–0.01 (log)"
+    assert "variance_weight ∈ {0.01, 0.1}" in search_ranges("original_setup_vp")
+    seeds = {sampler_seed(f"{name}-vp_tuned-n{n}", n) for name in ("pneumonia", "breast") for n in (50, 100, "full")}
+    assert len(seeds) == 6
+    assert "optimizer.lr=0.003" in trial_overrides("ce_dropout", {"dropout": 0.2, "lr": 0.003})
+
+
+def test_completed_trials_are_counted_not_started_ones(tmp_path, repo_root, monkeypatch):
+    import pipeline.experiments.tuning as tuning
+
+    outcomes = iter(["pruned", "done", "pruned", "pruned", "done", "done", "done"])
+
+    class Result:
+        best_val_auc = 0.8
+
+    def fake_train(config, run_dir, on_validation):
+        if next(outcomes) == "pruned":
+            on_validation.pruned_at = 1  # what the pruner callback sets when it stops a trial
+        return Result()
+
+    monkeypatch.setattr(tuning, "train", fake_train)
+    study = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=3, out_dir=tmp_path,
+                 allow_dirty=True)
+    assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "PRUNED", "PRUNED", "COMPLETE", "COMPLETE"]
+    assert json.loads((tmp_path / "best_ce_dropout.json").read_text())["trials_pruned"] == 3

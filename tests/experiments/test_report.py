@@ -1,0 +1,88 @@
+"""The report from fabricated raw results (no training): family-wide adjustment, provenance flags, the preamble
+filled in from the specs, p-value printing."""
+
+import json
+import subprocess
+
+import pytest
+
+from pipeline.experiments.report import write_report
+from pipeline.experiments.statistics import holm
+
+_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificity", "nll", "ece")
+
+
+def _result(arm, n, seed, accuracy, commit):
+    split = {metric: accuracy for metric in _METRICS}
+    history = [{"epoch": e, "train_classification": 0.5 / e, "train_variance": 0.0, "train_accuracy": 0.9,
+                "val_loss": 0.4 + 0.01 * (e - 2) ** 2, "val_accuracy": 0.8, "val_auc": 0.85} for e in (1, 2, 3, 4)]
+    return {"spec": "s", "arm": arm, "seed": seed, "n_train": n, "test": split, "val": split, "train": split,
+            "train_last_epoch": {**split, "accuracy": 1.0, "nll": 0.01}, "val_last_epoch": {**split, "accuracy": 0.8,
+                                                                                             "nll": 0.5},
+            "gaps": {"accuracy_train_minus_val": 0.1 + accuracy / 100, "loss_train_minus_val": -0.2,
+                     "accuracy_train_minus_test": 0.1, "loss_train_minus_test": -0.3},
+            "best_epoch": 2, "epochs_run": 4, "train_seconds": 10.0, "wall_seconds": 12.0, "history": history,
+            "hardware": "CPU: x86_64, 1 threads", "commit": commit, "dirty": False, "cpu": "Test CPU",
+            "threads": 1, "versions": {"torch": "2.13.0"}}
+
+
+def _section(folder, name, commits, shift):
+    folder.mkdir(parents=True)
+    spec = {"name": name, "description": f"{name} described", "base_config": "configs/x.yaml", "overrides": [],
+            "arms": ["ce", "vp_original"], "seeds": [0, 1, 2, 3], "n_train": [50, 100]}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    for n in (50, 100):
+        for seed in range(4):
+            for arm, accuracy in (("ce", 0.80 + 0.01 * seed), ("vp_original", 0.80 + 0.01 * seed + shift + 0.001 *
+                                                               seed ** 2)):
+                path = folder / arm / f"n_{n}" / f"seed_{seed}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(_result(arm, n, seed, accuracy, commits[seed % len(commits)])))
+
+
+def test_report_adjusts_over_the_whole_document_and_flags_untraceable_runs(tmp_path, repo_root):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True).stdout.strip()
+    _section(tmp_path / "one", "one", [head], shift=0.05)
+    _section(tmp_path / "two", "two", [head, None, "f" * 40], shift=0.0)
+    out = tmp_path / "doc" / "report.md"
+    written = write_report([tmp_path / "one", tmp_path / "two"], out, repo_root, draw=False)
+    text = written[0].read_text()
+    assert written == [out]
+    # 2 sections x 2 sizes x 1 comparison x 7 outcomes, less the identical-difference ones with no test
+    assert "every paired test in this document (" in text
+    tests = int(text.split("every paired test in this document (")[1].split(" tests")[0])
+    assert 8 <= tests <= 28
+    # section one: vp_original is 0.05 + 0.001 seed^2 above ce on every seed: raw p tiny, Holm p = raw p * family
+    one = text.split("## one")[1].split("## two")[0]
+    row = next(line for line in one.splitlines() if line.startswith("| 50 | vp_original | ce | test accuracy |"))
+    raw, adjusted = row.split(" | ")[-3], row.split(" | ")[-2]
+    assert raw == "< 0.001" and adjusted != raw
+    assert "| " + head[:10] + " | 16 | traceable |" in one
+    two = text.split("## two")[1]
+    assert "| none | 4 | **untraceable**: no commit recorded |" in two
+    assert "| ffffffffff | 4 | **untraceable**: commit not in this repository |" in two
+    assert "**8 run(s) are untraceable or dirty**" in text
+    # the preamble lists the arms run, from their registry descriptions, and the budget from the results
+    assert "- `ce`: cross-entropy" in text and "- `vp_original`: the method's published setting" in text
+    assert "ce_dropout" not in text.split("## one")[0]
+    assert "32 runs, 0.1 h" in text and "Test CPU" in text
+    # overfitting table: the last epoch's gap and where validation loss bottomed out (epoch 2 of 4)
+    assert "| ce | 4 | 2.0 ± 0.0 of 4 | 0.040 ± 0.000 | 1.000 ± 0.000 | 0.800 ± 0.000 | 0.200 ± 0.000 |" in one
+
+
+def test_holm_and_bh_span_every_section_of_the_document(tmp_path):
+    from pipeline.experiments.report import adjust_family, load_section
+    from pipeline.experiments.statistics import benjamini_hochberg
+
+    _section(tmp_path / "one", "one", [None], shift=0.05)
+    _section(tmp_path / "two", "two", [None], shift=0.0)
+    sections = [load_section(tmp_path / "one"), load_section(tmp_path / "two")]
+    tests = adjust_family(sections)
+    family = [c for section in sections for c in section.comparisons]
+    raw = [c["p"] for c in family]
+    assert tests == sum(p is not None for p in raw) and tests > len(sections[0].comparisons) / 2
+    assert [c["p_holm"] for c in family] == holm(raw) and [c["p_bh"] for c in family] == benjamini_hochberg(raw)
+    # section one's smallest p is multiplied by the size of the whole family, not of its own section
+    smallest = min(p for p in raw if p is not None)
+    first = next(c for c in family if c["p"] == smallest)
+    assert first["p_holm"] == pytest.approx(min(1.0, smallest * tests))
