@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--modality", default="unspecified", help="input modality, e.g. X-ray, CT, US")
 
     predict = _verb(verbs, "predict", "classify image files, folders or a .npz split with a run or bundle",
-                    ["medvp predict runs/pneumoniamnist_demo data/pneumoniamnist.npz:test --out predictions.csv",
+                    ["medvp predict runs/pneumoniamnist_demo medvp:pneumoniamnist.npz:test --out predictions.csv",
                      "medvp predict bundles/pneumonia scans/ --saliency saliency/"], flags)
     predict.add_argument("model", type=Path, help="a medvp run directory or a MONAI bundle")
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -401,12 +401,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _make_demo_dicom(args: argparse.Namespace) -> int:
     from pipeline.data.demo_dicom import write_demo_dicom
+    from pipeline.demo_data import packaged_file
 
     _check_positive(args.per_class, "--per-class")
     _check_destination(args.out, "make-demo-dicom OUT", kind="folder")
-    demo = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist.npz"
-    if not demo.is_file():
-        raise MedvpError(f"{demo}: the embedded demo dataset is missing (install medvp from its repository)")
+    demo = packaged_file("pneumoniamnist.npz")
     counts = write_demo_dicom(demo, args.out, per_class=args.per_class)
     print(f"written: {args.out} ({', '.join(f'{name} {count}' for name, count in counts.items())} DICOM files)")
     return 0
@@ -417,11 +416,11 @@ def _export_bundle(args: argparse.Namespace) -> int:
 
     _check_destination(args.out_dir, "export-bundle OUT_DIR", kind="folder")
     bundle = export_bundle(args.run_dir, args.out_dir, version=args.bundle_version, authors=args.authors,
-                           modality=args.modality, checkpoint=args.checkpoint)
-    verify_bundle(bundle)
+                           modality=args.modality, checkpoint=args.checkpoint, quiet=not args.debug)
+    verify_bundle(bundle, quiet=not args.debug)
     print(f"bundle written: {bundle} (metadata verified against MONAI's schema; network inputs/outputs verified)")
     print(f"run it: python -m monai.bundle run --config_file {bundle}/configs/inference.yaml "
-          f"--meta_file {bundle}/configs/metadata.json --bundle_root {bundle} --dataset_dir IMAGES_DIR")
+          f"--meta_file {bundle}/configs/metadata.json --bundle_root {bundle} [--dataset_dir IMAGES_DIR]")
     return 0
 
 

@@ -59,11 +59,19 @@ class _Formatter(logging.Formatter):
 
 
 class _TqdmHandler(logging.StreamHandler):
-    """Write each record with ``tqdm.write``: above any open progress bar instead of into it."""
+    """Write each record with ``tqdm.write``: above any open progress bar instead of into it.
+
+    Without a ``stream`` it writes to whatever ``sys.stderr`` is when the record comes (a notebook or a test
+    harness may swap it after logging was configured), never to a stream that has since been closed.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self.follows_stderr = stream is None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.format(record), file=sys.stderr if self.follows_stderr else self.stream)
         except Exception:  # noqa: BLE001 - logging must not raise (the standard handlers behave the same)
             self.handleError(record)
 
@@ -109,7 +117,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, rank: i
     chosen = LEVELS[level]
     if rank != 0 and level != "debug":
         chosen = logging.WARNING
-    handler = _TqdmHandler(stream if stream is not None else sys.stderr)
+    handler = _TqdmHandler(stream)
     handler.setFormatter(_Formatter(LOG_FORMAT, DATE_FORMAT))
     root = logging.getLogger()
     for old in root.handlers[:]:

@@ -19,8 +19,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_data() -> Path:
-    """The embedded PneumoniaMNIST file (real chest X-rays, official splits)."""
-    return REPO / "data" / "pneumoniamnist.npz"
+    """The PneumoniaMNIST file shipped as package data (real chest X-rays, official splits)."""
+    from pipeline.demo_data import packaged_file
+
+    return packaged_file("pneumoniamnist.npz")
 
 
 # --- a trained model, its bundle and PNG inputs: shared by tests/bundle and tests/inference ---
@@ -58,6 +60,7 @@ def bundle(small_run, repo_root, tmp_path_factory) -> Path:
     result = _run_module("pipeline.cli", "export-bundle", small_run, out, "--modality", "X-ray", cwd=repo_root)
     assert result.returncode == 0, result.stderr
     assert "metadata verified" in result.stdout
+    assert " - INFO - " not in result.stdout + result.stderr  # MONAI's bundle tools are kept quiet
     return out
 
 
@@ -73,13 +76,13 @@ def png_folder(demo_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_demo_data(tmp_path_factory) -> Path:
+def small_demo_data(demo_data, tmp_path_factory) -> Path:
     """The first 512 training and 128 validation and test items of the embedded PneumoniaMNIST file."""
     import numpy as np
 
     path = tmp_path_factory.mktemp("data") / "pneumoniamnist_small.npz"
     sizes = {"train": 512, "val": 128, "test": 128}
-    with np.load(REPO / "data" / "pneumoniamnist.npz") as archive:
+    with np.load(demo_data) as archive:
         np.savez(path, **{f"{split}_{kind}": archive[f"{split}_{kind}"][:size] for split, size in sizes.items()
                           for kind in ("images", "labels")})
     return path

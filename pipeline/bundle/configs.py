@@ -1,17 +1,29 @@
-"""The bundle's MONAI configs: ``inference.yaml`` (MONAI components only) and ``train.yaml`` (retraining via medvp)."""
+"""The bundle's MONAI configs, laid out like the Model Zoo's ``classification_template``.
+
+``inference.yaml`` uses MONAI components only (a medvp network class ships in the bundle's ``scripts/``).
+``train.yaml`` is the run's training as MONAI components: ``network_def``, medvp's ``FeatureTap`` and
+``VariancePenalizedLoss``, the optimizer and schedule, datasets and loaders over the items medvp's reader gives,
+``SupervisedTrainer`` and ``SupervisedEvaluator`` with MONAI's handlers. ``evaluate.yaml`` and
+``multi_gpu_train.yaml`` are overrides on top of ``train.yaml``, as in the template.
+"""
 
 from __future__ import annotations
 
+import inspect
+import re
+import sys
 from typing import Any
 
 from monai.networks import nets
 
 from pipeline.config import PreprocessingConfig
+from pipeline.data.dicom import DicomOptions
+from pipeline.data.loading import item_transform_defs
 from pipeline.networks import NetworkSpec, network_definition
 from pipeline.transforms import preprocessing_steps
 
-__all__ = ["LOGGING_CONF", "IMAGE_SUFFIXES_2D", "IMAGE_SUFFIXES_3D", "network_target", "network_def",
-           "preprocessing_def", "postprocessing_def", "is_monai_network", "inference_config", "train_config"]
+__all__ = ["LOGGING_CONF", "IMAGE_SUFFIXES_2D", "IMAGE_SUFFIXES_3D", "SCRIPTS_PACKAGE", "network_target",
+           "network_def", "preprocessing_def", "postprocessing_def", "is_monai_network", "inference_config"]
 
 #: ``configs/logging.conf``, which ``monai.bundle run`` reads by default (as in the Model Zoo's bundles).
 LOGGING_CONF = """[loggers]
@@ -39,13 +51,18 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 
 IMAGE_SUFFIXES_2D = [".png", ".jpg", ".jpeg"]
 IMAGE_SUFFIXES_3D = [".nii", ".nii.gz"]
+#: the bundle's package of network code (``scripts/``, as Model Zoo bundles ship custom networks)
+SCRIPTS_PACKAGE = "scripts"
 
 
-def network_target(factory: Any) -> str:
-    """The ``_target_`` of a network class or function: MONAI's public ``monai.networks.nets`` name when it has one."""
+def network_target(factory: Any, in_bundle: bool = False) -> str:
+    """The ``_target_`` of a network class or function: MONAI's public ``monai.networks.nets`` name when it has one;
+    for a medvp network, ``scripts.<module>.<class>`` inside a bundle (its source ships there), else medvp's name."""
     if getattr(nets, factory.__name__, None) is factory:
         return f"monai.networks.nets.{factory.__name__}"
     if factory.__module__.startswith("pipeline.networks"):
+        if in_bundle:
+            return f"{SCRIPTS_PACKAGE}.{factory.__module__.rpartition('.')[2]}.{factory.__qualname__}"
         return f"pipeline.networks.{factory.__name__}"
     return f"{factory.__module__}.{factory.__qualname__}"
 
@@ -59,30 +76,43 @@ def _lists_for_yaml(value: Any) -> Any:
     return value
 
 
-def network_def(spec: NetworkSpec) -> dict[str, Any]:
+def network_def(spec: NetworkSpec, in_bundle: bool = False) -> dict[str, Any]:
     """``network_def``: the same class and arguments :func:`pipeline.networks.build_network` uses."""
     factory, kwargs = network_definition(spec)
-    return {"_target_": network_target(factory), **_lists_for_yaml(kwargs)}
+    return {"_target_": network_target(factory, in_bundle), **_lists_for_yaml(kwargs)}
 
 
 def is_monai_network(network_def_: dict[str, Any]) -> bool:
     return network_def_["_target_"].startswith("monai.")
 
 
-def preprocessing_def(settings: PreprocessingConfig, spatial_dims: int, medvp_reader: bool = False) -> dict[str, Any]:
+def network_source(spec: NetworkSpec) -> tuple[str, str] | None:
+    """``(module file name, source text)`` of a medvp network class, to ship in the bundle's ``scripts/``; None for
+    MONAI's networks. The module must import only torch and MONAI (a bundle's inference needs nothing else)."""
+    factory, _ = network_definition(spec)
+    if not factory.__module__.startswith("pipeline.networks"):
+        return None
+    module = sys.modules[factory.__module__]
+    source = inspect.getsource(module)
+    if re.search(r"^\s*(from|import)\s+pipeline\b", source, re.MULTILINE):
+        raise ValueError(f"{factory.__module__} imports medvp; a bundle's scripts/ must need MONAI alone")
+    return f"{factory.__module__.rpartition('.')[2]}.py", source
+
+
+def preprocessing_def(settings: PreprocessingConfig, spatial_dims: int,
+                      dicom: DicomOptions | None = None) -> dict[str, Any]:
     """Read a file, then training's deterministic preprocessing (:func:`pipeline.transforms.preprocessing_steps`,
     the same definitions training instantiates).
 
-    Every source is in MONAI's axis order (``docs/data.md``), so MONAI's ``LoadImaged`` with its default readers
-    reads PNG/JPEG and NIfTI as training did. ``medvp_reader``: the run read files that need medvp's reader
-    (DICOM: series folders, the Modality LUT, colour, enhanced multi-frame), so the bundle reads with it too
-    (:class:`pipeline.data.readers.ReadImaged`, the reader training used; the bundle then needs medvp).
+    Every source is in MONAI's axis order (``docs/data.md``), so for a run on MedMNIST arrays (``dicom`` None) MONAI's
+    ``LoadImaged`` with its default readers reads PNG/JPEG and NIfTI as training saw the arrays, and the bundle needs
+    MONAI alone. A run that read files (``dicom``: its DICOM rules) gets training's own item path
+    (:func:`pipeline.data.loading.item_transform_defs`: medvp's reader for DICOM series folders, the Modality LUT,
+    colour, enhanced multi-frame, and the geometry check), so the bundle reads as training did and needs medvp.
     """
-    if medvp_reader:
-        load: dict[str, Any] = {"_target_": "pipeline.data.readers.ReadImaged", "keys": "image",
-                                "spatial_dims": spatial_dims}
-    else:
-        load = {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True}
+    if dicom is not None:
+        return {"_target_": "Compose", "transforms": item_transform_defs(settings, spatial_dims, dicom)}
+    load = {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True}
     transforms = [load, *preprocessing_steps(settings, spatial_dims), {"_target_": "EnsureTyped", "keys": "image"}]
     return {"_target_": "Compose", "transforms": transforms}
 
@@ -97,14 +127,16 @@ def postprocessing_def(task: str) -> dict[str, Any]:
 
 
 def inference_config(spec: NetworkSpec, settings: PreprocessingConfig, task: str, batch_size: int,
-                     medvp_reader: bool = False) -> dict[str, Any]:
-    """A MONAI bundle inference config: every image file under ``dataset_dir`` to ``output_dir/predictions.csv``.
+                     dicom: DicomOptions | None = None, suffixes: list[str] | None = None) -> dict[str, Any]:
+    """A MONAI bundle inference config: every image file under ``dataset_dir`` (default: the bundle's
+    ``sample_data/``) to ``output_dir/predictions.csv``; with no image file there it stops with one line.
 
     Each CSV row is the file name and one probability per class (MONAI's ``ClassificationSaver``).
+    ``suffixes``: the file kinds to read (default: PNG/JPEG for 2D, NIfTI for 3D).
     """
-    suffixes = IMAGE_SUFFIXES_2D if spec.spatial_dims == 2 else IMAGE_SUFFIXES_3D
+    suffixes = suffixes or (IMAGE_SUFFIXES_2D if spec.spatial_dims == 2 else IMAGE_SUFFIXES_3D)
     return {
-        "imports": ["$import glob", "$import os", "$import torch"],
+        "imports": ["$import glob", "$import os", "$import sys", "$import torch"],
         "bundle_root": ".",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "ckpt_path": "$os.path.join(@bundle_root, 'models', 'model.pt')",
@@ -113,9 +145,9 @@ def inference_config(spec: NetworkSpec, settings: PreprocessingConfig, task: str
         "image_suffixes": suffixes,
         "datalist": "$[{'image': path} for path in sorted(glob.glob(os.path.join(@dataset_dir, '**', '*'), "
                     "recursive=True)) if path.lower().endswith(tuple(@image_suffixes))]",
-        "network_def": network_def(spec),
+        "network_def": network_def(spec, in_bundle=True),
         "network": "$@network_def.to(@device)",
-        "preprocessing": preprocessing_def(settings, spec.spatial_dims, medvp_reader),
+        "preprocessing": preprocessing_def(settings, spec.spatial_dims, dicom),
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": batch_size, "shuffle": False,
                        "num_workers": 0},
@@ -132,32 +164,9 @@ def inference_config(spec: NetworkSpec, settings: PreprocessingConfig, task: str
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
                       "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
                       "val_handlers": "@handlers"},
+        "initialize": ["$sys.exit('inference: no ' + '/'.join(@image_suffixes) + ' file under dataset_dir = ' + "
+                       "str(@dataset_dir) + '; pass --dataset_dir FOLDER') if not @datalist else None"],
         "run": ["$@evaluator.run()"],
-    }
-
-
-def train_config(run_config: dict[str, Any], data_file_name: str) -> dict[str, Any]:
-    """A MONAI bundle config that retrains the model with the variance-penalized loss through medvp.
-
-    ``run_config`` is the run's resolved ``config.yaml``; its data path is replaced by ``@data_path`` (the
-    training file is not shipped) and its output root by ``@output_root``. Run with
-    ``python -m monai.bundle run --config_file configs/train.yaml --data_path /path/to/file.npz``
-    (``--medvp#training#max_epochs 5`` overrides any setting).
-    """
-    medvp = _lists_for_yaml(run_config)
-    medvp["data"] = {**medvp["data"], "path": "@data_path"}
-    medvp["output"] = {**medvp.get("output", {}), "root": "@output_root"}
-    return {
-        "imports": ["$import os", "$import pathlib", "$from pipeline.config import parse_config",
-                    "$from pipeline.engine import create_run_dir", "$from pipeline.engine import evaluate_run",
-                    "$from pipeline.engine import train"],
-        "bundle_root": ".",
-        "data_path": "$os.path.join(@bundle_root, 'data', " + repr(data_file_name) + ")",
-        "output_root": "$os.path.join(@bundle_root, 'runs')",
-        "medvp": medvp,
-        "config": "$parse_config(@medvp, 'configs/train.yaml', pathlib.Path(@bundle_root))",
-        "run_dir": "$create_run_dir(@config)",
-        "run": ["$train(@config, @run_dir)", "$[evaluate_run(@run_dir, split) for split in @config.evaluation.splits]"],
     }
 
 

@@ -13,10 +13,13 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from pipeline.config import PreprocessingConfig
 from pipeline.errors import DataError
 
 __all__ = ["SCHEMA_URL", "SCHEMA_MD5", "MARK_KEY", "METADATA_FILE", "schema_path", "configs_digest",
-           "read_metadata", "is_medvp_bundle", "evaluation_metrics", "network_data_format"]
+           "read_metadata", "is_medvp_bundle", "medvp_mark", "evaluation_metrics", "network_data_format"]
 
 #: The schema the Model Zoo's bundles name; a verbatim copy ships in ``pipeline/bundle/schema/``.
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
@@ -61,6 +64,35 @@ def is_medvp_bundle(bundle_dir: Path, metadata: dict) -> bool:
     if not isinstance(mark, dict) or not isinstance(mark.get("configs_sha256"), dict):
         return False
     return mark["configs_sha256"] == configs_digest(bundle_dir / "configs")
+
+
+_MARK_FIELDS = {"network": dict, "preprocessing": dict, "task": str, "class_names": list, "input_shape": list}
+_NETWORK_FIELDS = {"name", "spatial_dims", "in_channels", "num_outputs", "small_input", "dropout", "options"}
+
+
+def medvp_mark(bundle_dir: Path, metadata: dict) -> dict:
+    """medvp's entry of a bundle's metadata, checked for what ``medvp predict`` reads from it.
+
+    Raises:
+        DataError: one line naming the entry that is missing or of the wrong kind.
+    """
+    mark = metadata.get(MARK_KEY)
+    where = f"{bundle_dir / 'configs' / METADATA_FILE}: {MARK_KEY}"
+    if not isinstance(mark, dict):
+        raise DataError(f"{where}: expected an object (medvp's description of the model)")
+    for key, kind in _MARK_FIELDS.items():
+        if not isinstance(mark.get(key), kind):
+            raise DataError(f"{where}.{key}: missing or not a {kind.__name__}; re-export the bundle with medvp")
+    unknown = set(mark["network"]) ^ _NETWORK_FIELDS
+    if unknown:
+        raise DataError(f"{where}.network: expected the keys {sorted(_NETWORK_FIELDS)}, "
+                        f"differs in {sorted(unknown)}; re-export the bundle with medvp")
+    try:
+        PreprocessingConfig.model_validate(mark["preprocessing"])
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise DataError(f"{where}.preprocessing.{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+    return mark
 
 
 def _metric_values(report: dict, split: str) -> dict[str, float]:

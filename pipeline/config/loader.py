@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config.schema import Config
+from pipeline.demo_data import resolve_data_path
 from pipeline.errors import ConfigError
 
 __all__ = ["load_config", "parse_config", "apply_overrides", "save_config", "format_validation_error", "read_yaml",
@@ -222,7 +223,7 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path) -> Confi
         config = Config.model_validate(document)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
-    data_path = config.data.path if config.data.path.is_absolute() else (base_dir / config.data.path).resolve()
+    data_path = resolve_data_path(config.data.path, base_dir)
     return config.model_copy(update={"data": config.data.model_copy(update={"path": data_path})})
 
 

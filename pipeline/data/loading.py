@@ -14,19 +14,21 @@ index. MedMNIST arrays are brought into it when they are read. Runs written befo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
-from monai.transforms import Compose, EnsureTyped, MapTransform
+from monai.bundle import ConfigParser
+from monai.transforms import Compose, MapTransform
 
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions
-from pipeline.data.readers import ReadImaged
 from pipeline.errors import DataError
-from pipeline.transforms.preprocessing import PreprocessingSettings, instantiate, preprocessing_steps
+from pipeline.transforms.preprocessing import PreprocessingSettings, preprocessing_steps
 
 __all__ = ["AXIS_ORDER", "legacy_numpy_axes", "ReverseSpatialAxesd", "CheckGeometryd", "item_transforms",
+           "item_transform_defs",
            "MIN_CONTENT_FRACTION"]
 
 #: recorded in ``train_summary.json`` (and medvp bundles) by runs that use MONAI's axis order for every source.
@@ -97,6 +99,31 @@ class CheckGeometryd(MapTransform):
         return result
 
 
+def item_transform_defs(preprocessing: PreprocessingSettings, spatial_dims: int,
+                        dicom: DicomOptions = DEFAULT_DICOM, legacy_axes: bool = False,
+                        ensure_plain: bool = True) -> list[dict]:
+    """The one item path as MONAI component definitions (``{"_target_": ..., ...}``), in order.
+
+    :func:`item_transforms` instantiates exactly these, and a medvp bundle's ``train.yaml`` writes them as its
+    ``preprocessing`` components, so the bundle reads and preprocesses as medvp's training does. Arguments as for
+    :func:`item_transforms`.
+    """
+    steps = preprocessing_steps(preprocessing, spatial_dims)
+    defs: list[dict] = [{"_target_": "pipeline.data.readers.ReadImaged", "keys": "image",
+                         "dicom": {"_target_": "pipeline.data.dicom.DicomOptions", **dataclasses.asdict(dicom)},
+                         "spatial_dims": spatial_dims}]
+    if legacy_axes:
+        defs.append({"_target_": "pipeline.data.loading.ReverseSpatialAxesd", "keys": "image"})
+    pad_at = next((i for i, step in enumerate(steps) if step["_target_"] == "ResizeWithPadOrCropd"), len(steps))
+    size = list(preprocessing.spatial_size) if preprocessing.spatial_size is not None else None
+    defs += [*steps[:pad_at], {"_target_": "pipeline.data.loading.CheckGeometryd", "keys": "image",
+                               "spatial_size": size}, *steps[pad_at:]]
+    if ensure_plain:
+        defs.append({"_target_": "EnsureTyped", "keys": ["image", "label"], "track_meta": False,
+                     "allow_missing_keys": True})
+    return defs
+
+
 def item_transforms(preprocessing: PreprocessingSettings, spatial_dims: int,
                     dicom: DicomOptions = DEFAULT_DICOM, legacy_axes: bool = False,
                     ensure_plain: bool = True) -> Compose:
@@ -109,16 +136,6 @@ def item_transforms(preprocessing: PreprocessingSettings, spatial_dims: int,
         legacy_axes: the model predates the recorded axis order and trained on numpy-ordered arrays.
         ensure_plain: end with plain float32 tensors (no metadata), as the networks take them.
     """
-    steps = preprocessing_steps(preprocessing, spatial_dims)
-    transforms: list = [ReadImaged(keys="image", dicom=dicom, spatial_dims=spatial_dims)]
-    if legacy_axes:
-        transforms.append(ReverseSpatialAxesd(keys="image"))
-    pad_at = next((i for i, step in enumerate(steps) if step["_target_"] == "ResizeWithPadOrCropd"), len(steps))
-    transforms += [instantiate(step) for step in steps[:pad_at]]
-    size = tuple(preprocessing.spatial_size) if preprocessing.spatial_size is not None else None
-    transforms.append(CheckGeometryd(keys="image", spatial_size=size))
-    transforms += [instantiate(step) for step in steps[pad_at:]]
-    if ensure_plain:
-        transforms.append(EnsureTyped(keys=("image", "label"), track_meta=False, allow_missing_keys=True))
-    return Compose(transforms)
-
+    defs = item_transform_defs(preprocessing, spatial_dims, dicom, legacy_axes, ensure_plain)
+    # MONAI's config parser instantiates the definitions, as ``monai.bundle run`` does for a bundle's train.yaml
+    return Compose(ConfigParser({"transforms": defs}).get_parsed_content("transforms"))

@@ -22,6 +22,7 @@ from monai.transforms import MapTransform
 
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions, is_dicom_file, read_dicom
 from pipeline.errors import DataError, first_line
+from pipeline.extras import require_extra
 
 __all__ = ["ReadResult", "read_image", "ReadImaged", "IMAGE_SUFFIXES"]
 
@@ -107,7 +108,7 @@ def _read_pil(path: Path) -> MetaTensor:
 
 
 def _read_itk(path: Path) -> MetaTensor:
-    import SimpleITK as sitk
+    sitk = require_extra("SimpleITK", f"{path}: reading {path.suffix or 'this'} files")
 
     try:
         image = sitk.ReadImage(str(path))

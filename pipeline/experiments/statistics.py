@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+
+from pipeline.extras import require_extra
 
 __all__ = ["summarize", "paired_test", "holm", "benjamini_hochberg", "minimal_detectable_difference",
            "format_p"]
 
+
+def _stats():
+    """scipy.stats (the ``medvp[stats]`` extra)."""
+    return require_extra("scipy.stats", "benchmark statistics (t-intervals, paired t-tests)")
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
     """Mean, sample sd and the t-based interval of the mean."""
@@ -19,7 +24,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
     if len(array) < 2:
         return {"n": len(array), "mean": mean, "sd": None, "low": None, "high": None}
     sd = float(array.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(array) - 1) * sd / np.sqrt(len(array)))
+    half = float(_stats().t.ppf(0.5 + confidence / 2, len(array) - 1) * sd / np.sqrt(len(array)))
     return {"n": len(array), "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
 
 
@@ -29,7 +34,7 @@ def minimal_detectable_difference(sd: float, n: int, alpha: float = 0.05, power:
     t approximation of the noncentral-t power; slightly optimistic for very small n). None below 2 pairs."""
     if n < 2:
         return None
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / np.sqrt(n))
+    return float((_stats().t.ppf(1 - alpha / 2, n - 1) + _stats().t.ppf(power, n - 1)) * sd / np.sqrt(n))
 
 
 def paired_test(values: Sequence[float], references: Sequence[float]) -> dict | None:
@@ -41,7 +46,7 @@ def paired_test(values: Sequence[float], references: Sequence[float]) -> dict | 
         return None
     summary = summarize(differences)
     spread = summary["sd"] > 1e-12 * max(1.0, abs(summary["mean"]))
-    summary["p"] = float(stats.ttest_rel(values, references).pvalue) if spread else None
+    summary["p"] = float(_stats().ttest_rel(values, references).pvalue) if spread else None
     summary["dz"] = summary["mean"] / summary["sd"] if spread else None
     summary["mdd"] = minimal_detectable_difference(summary["sd"], len(differences))
     return summary

@@ -15,8 +15,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
-
 from pipeline.config import Config, load_config
 from pipeline.engine import train
 from pipeline.engine.history import write_table
@@ -24,6 +22,9 @@ from pipeline.errors import ConfigError
 from pipeline.experiments.provenance import require_clean
 from pipeline.experiments.spec import TUNED_ARMS
 from pipeline.experiments.subsets import FULL, subset_file
+from pipeline.extras import require_extra
+
+optuna = require_extra("optuna", "medvp tune")
 
 __all__ = ["Dimension", "SEARCH_SPACES", "GRIDS", "search_ranges", "sampler_seed", "storage_description", "tune",
            "trial_overrides", "write_trials"]
@@ -174,7 +175,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
 
 def storage_description(url: str) -> str:
     """A database URL as results may record it: the password hidden."""
-    from sqlalchemy.engine import make_url
+    make_url = require_extra("sqlalchemy.engine", "medvp tune --storage").make_url
 
     return make_url(url).render_as_string(hide_password=True)
 

@@ -24,6 +24,7 @@ from pipeline.data import SPLITS, read_medmnist
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions, dicom_skip_reason, first_header, is_dicom_file
 from pipeline.data.medmnist import medmnist_item_name
 from pipeline.data.readers import IMAGE_SUFFIXES, read_image
+from pipeline.demo_data import PACKAGED_PREFIX, resolve_data_path
 from pipeline.errors import DataError
 
 __all__ = ["InputItem", "IMAGE_SUFFIXES", "collect_inputs"]
@@ -47,12 +48,19 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _npz_file(spec: str) -> str:
+    """``file.npz[:split]`` without the split; ``medvp:<name>.npz[:split]`` names a demo file shipped with medvp."""
+    packaged = spec.startswith(PACKAGED_PREFIX)
+    path_text = spec[len(PACKAGED_PREFIX):].partition(":")[0] if packaged else spec.partition(":")[0]
+    return PACKAGED_PREFIX + path_text if packaged else path_text
+
+
 def _npz_items(spec: str) -> list[InputItem]:
-    path_text, _, split = spec.partition(":")
-    split = split or "test"
+    path_text = _npz_file(spec)
+    split = spec[len(path_text) + 1:] or "test"
     if split not in SPLITS:
         raise DataError(f"{spec}: unknown split {split!r}; expected one of {', '.join(SPLITS)} after the colon")
-    images = read_medmnist(Path(path_text))[split].images
+    images = read_medmnist(resolve_data_path(path_text, Path.cwd()))[split].images
     return [InputItem(name=medmnist_item_name(Path(path_text), split, index), image=image)
             for index, image in enumerate(images)]
 
@@ -111,7 +119,7 @@ def collect_inputs(inputs: Sequence[str], spatial_dims: int | None = None,
     items: list[InputItem] = []
     for spec in inputs:
         path = Path(spec)
-        npz_path = Path(spec.partition(":")[0]) if ".npz" in spec.lower() else None
+        npz_path = Path(_npz_file(spec)) if ".npz" in spec.lower() else None
         if npz_path is not None and npz_path.suffix.lower() == ".npz" and not path.is_dir():
             items += _npz_items(spec)
         elif path.is_dir():

@@ -10,7 +10,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 from torch import nn
 
-from pipeline.bundle.metadata import MARK_KEY, is_medvp_bundle, read_metadata
+from pipeline.bundle.metadata import is_medvp_bundle, medvp_mark, read_metadata
 from pipeline.config import PreprocessingConfig
 from pipeline.data.dicom import DEFAULT_DICOM, DicomOptions
 from pipeline.data.loading import item_transforms, legacy_numpy_axes
@@ -134,7 +134,7 @@ def load_model(path: Path, trust_bundle: bool = False, checkpoint: str | None = 
         if not (path / "models" / "model.pt").is_file():
             raise DataError(f"{path}: bundle has no models/model.pt")
         if is_medvp_bundle(path, metadata):
-            model = _from_medvp_bundle(path, metadata[MARK_KEY])
+            model = _from_medvp_bundle(path, medvp_mark(path, metadata))
         elif trust_bundle:
             logger.warning("%s: running the bundle's own configs (--trust-bundle)", path)
             model = _from_foreign_bundle(path, metadata)

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from pipeline.data import SPLITS, read_medmnist
 from pipeline.data.readers import read_image
+from pipeline.demo_data import packaged_file
 from pipeline.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ MAX_BYTES_ALLOCATED = 32 * 2**20
 
 def _medmnist_sample(compressed: bool) -> bytes:
     """A small slice of the embedded PneumoniaMNIST file (real images), as np.savez(_compressed) writes it."""
-    with np.load(REPO / "data" / "pneumoniamnist.npz") as archive:
+    with np.load(packaged_file("pneumoniamnist.npz")) as archive:
         arrays = {f"{split}_{kind}": archive[f"{split}_{kind}"][:6] for split in SPLITS
                   for kind in ("images", "labels")}
     buffer = io.BytesIO()

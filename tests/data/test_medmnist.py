@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.data import describe_dataset, encode_labels, read_medmnist
+from pipeline.demo_data import packaged_file
 from pipeline.errors import DataError
 
 
@@ -25,7 +26,7 @@ def test_demo_file_has_official_splits(demo_data):
 
 
 def test_3d_file_reads_channel_first_volumes(repo_root):
-    splits = read_medmnist(repo_root / "data" / "adrenalmnist3d.npz")
+    splits = read_medmnist(packaged_file("adrenalmnist3d.npz"))
     assert splits["train"].images.shape == (1188, 1, 28, 28, 28)
     assert describe_dataset(splits, "auto", None, "adrenal").spatial_dims == 3
 

@@ -42,7 +42,9 @@ def test_the_patient_column_resists_guessing_identifiers(tmp_path):
 
 def test_several_series_message_quotes_no_header_field_unless_asked(tmp_path):
     demo = tmp_path / "demo"
-    write_demo_dicom(__import__("tests.conftest").conftest.REPO / "data" / "pneumoniamnist.npz", demo, per_class=1)
+    from pipeline.demo_data import packaged_file
+
+    write_demo_dicom(packaged_file("pneumoniamnist.npz"), demo, per_class=1)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for index, path in enumerate(sorted(demo.rglob("*.dcm"))[:2]):

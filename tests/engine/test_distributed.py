@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline.config import parse_config
+from pipeline.demo_data import packaged_file
 from pipeline.engine import train
 from pipeline.engine.checkpoint import load_checkpoint
 from pipeline.engine.distributed import distributed_session, end_process_group
@@ -31,7 +32,7 @@ def tiny_data(tmp_path_factory) -> Path:
     """64 training items (4 global batches of 16) and 33 validation items (an odd count: uneven shares)."""
     path = tmp_path_factory.mktemp("ddp_data") / "tiny.npz"
     sizes = {"train": 64, "val": 33, "test": 8}
-    with np.load(Path(__file__).resolve().parents[2] / "data" / "pneumoniamnist.npz") as archive:
+    with np.load(packaged_file("pneumoniamnist.npz")) as archive:
         np.savez(path, **{f"{split}_{kind}": archive[f"{split}_{kind}"][:size] for split, size in sizes.items()
                           for kind in ("images", "labels")})
     return path

@@ -159,7 +159,7 @@ def tiny_demo_data(tmp_path_factory):
     from tests.conftest import REPO
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
-    with np.load(REPO / "data" / "pneumoniamnist.npz") as archive:
+    with np.load(REPO / "pipeline" / "demo_data" / "pneumoniamnist.npz") as archive:
         np.savez(path, **{f"{split}_{kind}": archive[f"{split}_{kind}"][:size]
                           for split, size in {"train": 64, "val": 16, "test": 16}.items()
                           for kind in ("images", "labels")})

@@ -128,7 +128,7 @@ def test_bad_inputs_are_errors_or_skipped_with_a_reason(small_run, png_folder, t
     (tmp_path / "notes.txt").write_text("not an image")
     assert medvp(["predict", str(small_run), str(tmp_path / "notes.txt")]) == 2
     assert "notes.txt: not an image medvp reads" in capsys.readouterr().err
-    assert medvp(["predict", str(small_run), "data/pneumoniamnist.npz:holdout"]) == 2
+    assert medvp(["predict", str(small_run), "medvp:pneumoniamnist.npz:holdout"]) == 2
     assert "unknown split 'holdout'" in capsys.readouterr().err
     with pytest.raises(DataError, match="not a medvp run directory nor a MONAI bundle|neither a medvp run"):
         load_model(tmp_path)
