@@ -375,7 +375,8 @@ def engine_overhead(base_config: Path, device: torch.device, epochs: int, batch_
                 counts = (train_items or len(archive["train_labels"]), val_items or len(archive["val_labels"]))
             subset = subset_medmnist(source, scratch_dir / "subset.npz", *counts)
             data_override = [f"data.path={subset}"]
-        settings = [*data_override, "model.name=resnet18", "model.small_input=true", "loss.variance_weight=0",
+        settings = [*data_override, "model.name=resnet18", "model.options={}", "model.small_input=true",
+                    "loss.variance_weight=0",
                     f"data.batch_size={batch_size}", f"training.max_epochs={epochs}", "training.scheduler.name=none",
                     f"training.device={device.type}", "training.deterministic=false", "training.progress_bar=false",
                     *(["data.cache=gpu"] if device.type == "cuda" else []),

@@ -106,6 +106,15 @@ def is_dicom_file(path: Path) -> bool:
     return head[128:132] == b"DICM" or _has_dicom_content(head)
 
 
+def _convert_every_element(dataset: pydicom.Dataset) -> None:
+    """Convert every element now: pydicom converts lazily, so a damaged element (an unknown VR, a bad length)
+    would otherwise raise wherever it is first read, outside the error handling of :func:`_parse`."""
+    meta = getattr(dataset, "file_meta", None)
+    for part in (meta, dataset) if meta is not None else (dataset,):
+        for _ in part.iterall():
+            pass
+
+
 def _parse(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
     """Parse from memory: a forged element length then cannot make a file read allocate what it declares."""
     try:
@@ -117,6 +126,7 @@ def _parse(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=force)
+            _convert_every_element(dataset)
     except Exception as error:  # pydicom raises many types (struct.error, NotImplementedError, ...) for damage
         raise DataError(f"{path}: not a readable DICOM file ({type(error).__name__})") from None
     if any("End of file reached" in str(warning.message) for warning in caught):

@@ -3,6 +3,7 @@ every split in a loader (a distributed run's share of it, or batches kept on the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,15 +102,21 @@ def deterministic_transforms(config: Config, source: SourceData, spatial_dims: i
     return Compose(steps)
 
 
-def _file_source_info(config: Config, source: SourceData) -> DatasetInfo:
+def _dataset_info(config: Config, source: SourceData, legacy_axes: bool = False) -> DatasetInfo:
+    """What the network is built for: the source's task and classes, and the channels and spatial shape of the
+    first training item after the one item path (so a resize or spacing is counted, whatever the source)."""
     first = source.splits[Split.TRAIN][0]
-    image = read_image(Path(first["image"]), dicom_options(config)).image
-    spatial_dims = image.ndim - 1
-    if config.data.spatial_dims not in ("auto", spatial_dims):
-        raise DataError(f"{first['image']}: a {spatial_dims}D image but data.spatial_dims = {config.data.spatial_dims}")
-    sample = deterministic_transforms(config, source, spatial_dims)({"image": first["image"], "label": first["label"]})
-    return DatasetInfo(task=source.task, class_names=source.class_names, in_channels=int(sample["image"].shape[0]),
-                       spatial_dims=spatial_dims, spatial_shape=tuple(sample["image"].shape[1:]))
+    info = source.info
+    if info is None:  # files: the dimensionality comes from the first file as read
+        spatial_dims = read_image(Path(first["image"]), dicom_options(config)).image.ndim - 1
+        if config.data.spatial_dims not in ("auto", spatial_dims):
+            raise DataError(f"{first['image']}: a {spatial_dims}D image but data.spatial_dims = "
+                            f"{config.data.spatial_dims}")
+        info = DatasetInfo(task=source.task, class_names=source.class_names, in_channels=0,
+                           spatial_dims=spatial_dims, spatial_shape=())
+    transform = deterministic_transforms(config, source, info.spatial_dims, legacy_axes=legacy_axes)
+    image = transform({"image": first["image"], "label": first["label"]})["image"]
+    return dataclasses.replace(info, in_channels=int(image.shape[0]), spatial_shape=tuple(image.shape[1:]))
 
 
 def _distributed_sampler(dataset, split: str, seed: int) -> Sampler:
@@ -144,7 +151,7 @@ def prepare_data(config: Config, splits: tuple[str, ...] = SPLITS, cache_dir: Pa
     """
     _check_cache(config, device, distributed)
     source, skipped = _read_source(config)
-    info = source.info if source.info is not None else _file_source_info(config, source)
+    info = _dataset_info(config, source, legacy_axes)
     base = deterministic_transforms(config, source, info.spatial_dims,
                                     CheckShaped(info.in_channels, info.spatial_shape,
                                                 f"the first training item ({source.splits['train'][0]['name']})"),

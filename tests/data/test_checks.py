@@ -135,8 +135,8 @@ def _folder(root, odd):
 ])
 def test_mixed_sizes_and_channels_name_the_file_and_the_setting(tmp_path, odd, expected):
     root = _folder(tmp_path / "data", odd)
-    prepared = prepare_data(_config(tmp_path, root, source="folder"), splits=("train", "val"))
-    with pytest.raises(Exception) as raised:  # checked as the item is preprocessed; MONAI wraps what a transform raises
+    with pytest.raises(Exception) as raised:  # checked as the item is preprocessed (and cached); MONAI wraps the error
+        prepared = prepare_data(_config(tmp_path, root, source="folder"), splits=("train", "val"))
         list(prepared.loaders["val"])
     assert str(_data_error(raised.value)).startswith(expected)
 

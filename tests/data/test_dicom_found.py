@@ -155,3 +155,15 @@ def test_validate_checks_folder_sources_as_folders(tmp_path, capsys):
     config.write_text(f"data: {{source: folder, path: {config}}}\nmodel: {{name: simplecnn}}\n")
     assert medvp(["validate", str(config)]) == 2
     assert "data.source: folder needs a folder" in capsys.readouterr().err
+
+
+def test_an_element_pydicom_cannot_convert_is_an_error_naming_the_file(tmp_path):
+    """pydicom converts elements lazily: a damaged one (here an unknown VR in the file meta, found by the loader
+    fuzzing) must be refused when the file is read, not raise wherever the element is first used."""
+    data = bytearray(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    at = data.find(b"\x02\x00\x02\x00UI")
+    data[at + 4:at + 6] = b"TI"
+    path = tmp_path / "unknown_vr.dcm"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"unknown_vr\.dcm: not a readable DICOM file \(NotImplementedError\)$"):
+        read_image(path)

@@ -133,7 +133,11 @@ def test_only_rank_zero_writes_the_run_directory(runs):
         return {path.relative_to(run_dir).as_posix() for path in run_dir.rglob("*")
                 if path.is_file() and "tensorboard" not in path.parts}
     assert files(two_dir) == files(one_dir)
-    assert len(list((two_dir / "tensorboard").iterdir())) == 1
+    # event files are named ...tfevents.<time>.<host>.<pid>.<n>: rank 0's alone (the scalars and the hparams write
+    # one each), as many as a one-process run writes
+    events = list((two_dir / "tensorboard").iterdir())
+    assert len({path.name.split(".")[-2] for path in events}) == 1
+    assert len(events) == len(list((one_dir / "tensorboard").iterdir()))
 
 
 def test_sync_batchnorm_on_cpu_is_a_config_error(tiny_data, tmp_path, monkeypatch):

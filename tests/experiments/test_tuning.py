@@ -32,8 +32,8 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     attrs = study.trials[0].user_attrs
     assert attrs["run_dir"].endswith("trials/vp_tuned_0") and attrs["seed"] == 0 and attrs["n_train"] == 60
     assert "evaluation.splits=[]" in attrs["overrides"] and len(attrs["commit"]) == 40
-    assert seen_items and not any(name.startswith("test/") for name in seen_items)
-    assert sum(name.startswith("train/") for name in seen_items) == 60 * 2  # the subset, once per trial
+    assert seen_items and not any(":test:" in name for name in seen_items)  # items are named file.npz:split:index
+    assert sum(":train:" in name for name in seen_items) == 60 * 2  # the subset, once per trial
     best = json.loads((tmp_path / "best_vp_tuned.json").read_text())
     assert set(best["params"]) == {"variance_weight", "feature_sampling_ratio", "lambda_", "taps"}
     assert best["best_val_auc"] == max(trial.value for trial in study.trials)
