@@ -124,7 +124,35 @@ def spawn_processes():
 _TRAINING_FIXTURES = {"small_run", "bundle", "resnet_run", "demo_run", "runs"}
 
 
+# The longest test files (measured with --durations on 2 cores) go first: with pytest-xdist's --dist loadfile each
+# file runs on one worker in the order collected, so a long file started last would leave the other worker idle.
+_LONGEST_FIRST = ("tests/cli/test_cli.py", "tests/config/test_config_fuzz.py", "tests/engine/test_resume.py",
+                  "tests/bundle/test_export.py", "tests/engine/test_distributed.py", "tests/data/test_loader_fuzz.py",
+                  "tests/bundle/test_bundle_workflows.py", "tests/engine/test_train.py")
+
+
+def _start_rank(item) -> int:
+    path = Path(str(item.fspath)).relative_to(REPO).as_posix()
+    return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=_start_rank)  # stable: within a file, and among the rest, the collected order stays
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker (and what it spawns) gets its share of the cores, so two workers on two
+    cores do not run two threads each; tests that compare a run with a spawned process see one thread count."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        import torch
+
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()

@@ -169,11 +169,11 @@ def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:
 
 
 def _key_path(parts: tuple) -> str:
-    """``section.key`` for a pydantic location; a key that is not a plain name (empty, with dots, spaces or line
-    breaks, not text) is quoted, so the path stays on one line and unambiguous."""
+    """``section.key`` for a pydantic location; a key that is not a plain name (empty, with dots, spaces, quotes,
+    colons or line breaks, not text) is quoted, so the path stays on one line and unambiguous."""
     rendered = []
     for part in parts:
-        plain = isinstance(part, str) and part and part.isprintable() and not any(c in part for c in ". \t")
+        plain = isinstance(part, str) and part and part.isprintable() and not any(c in part for c in ". \t'\":")
         index = isinstance(part, int) and not isinstance(part, bool)
         rendered.append(str(part) if plain or index else repr(part))
     return ".".join(rendered)

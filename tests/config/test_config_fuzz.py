@@ -84,6 +84,7 @@ def _assert_validates_or_names_keys(document) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(document=documents)
+@example(document={"'": {}, "a: b": None})  # keys holding a quote or ": " (found by this test once)
 def test_any_document_validates_or_raises_config_error_naming_key_paths(document):
     _assert_validates_or_names_keys(document)
 
@@ -92,7 +93,7 @@ def test_any_document_validates_or_raises_config_error_naming_key_paths(document
           suppress_health_check=[HealthCheck.too_slow])
 @given(document=st.fixed_dictionaries({"data": _section(SCHEMA["data"])}, optional={
     name: _section(sub) for name, sub in SCHEMA.items() if sub and name != "data"}))
-@example(document={"data": {": ": {}}})  # a quoted key holding ": " (found by this test once)
+@example(document={"data": {": ": {}}, "'": {}})  # keys holding ": " and a quote (found by these tests once)
 def test_documents_close_to_the_schema_validate_or_name_key_paths(document):
     _assert_validates_or_names_keys(document)
 

@@ -122,7 +122,9 @@ def test_bad_inputs_are_errors_or_skipped_with_a_reason(small_run, png_folder, t
     assert "readme.txt: not an image file" in reasons and "broken.png: cannot read the image" in reasons
     assert "colour.png: image of shape [3, 28, 28]" in reasons and "large.png: image of size [64, 64]" in reasons
 
-    # the CLI reconfigures logging, so it runs after the logged reasons are checked
+    # the CLI reconfigures logging, so it runs after the logged reasons are checked (and what handlers an earlier
+    # in-process CLI call left on the root logger wrote to this test's stderr is dropped)
+    capsys.readouterr()
     assert medvp(["predict", str(small_run), str(tmp_path / "missing.png")]) == 2
     assert capsys.readouterr().err.strip() == f"medvp: error: {tmp_path / 'missing.png'}: no such file or folder"
     (tmp_path / "notes.txt").write_text("not an image")
