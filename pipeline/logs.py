@@ -44,6 +44,11 @@ _QUIETER = {
 }
 
 
+#: modules whose own UserWarning / FutureWarning / DeprecationWarning are silenced outside --debug
+_LIBRARY_WARNING_MODULES = (r"(monai|ignite|torch|torchvision|optuna|pydicom|nibabel|SimpleITK|PIL|matplotlib|scipy|"
+                            r"numpy)(\.|$)")
+
+
 def log_source(name: str) -> str:
     """The short source shown in a log line: ``medvp`` for this package, else the top-level package name."""
     top = name.split(".")[0]
@@ -126,8 +131,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, rank: i
     root.setLevel(chosen)
     warnings.showwarning = _show_warning  # warnings.warn(...) becomes a one-line WARNING record in the same format
     if level != "debug":
-        # Library deprecation notices and user warnings about internals are not the user's to act on.
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # Deprecation notices and user warnings that the libraries raise about their own internals are not the user's
+        # to act on; only those are silenced (matched on the module that raises them), so a warning from medvp or from
+        # the user's own code still shows as a log line.
+        for category in (UserWarning, FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=_LIBRARY_WARNING_MODULES)
     adopt_library_loggers(debug=level == "debug")
