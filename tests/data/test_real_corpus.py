@@ -21,7 +21,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from nibabel.testing import data_path as NIBABEL_DATA
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
+from pydicom.data.data_manager import DATA_ROOT, DataTypes, external_data_sources
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from pipeline.data.readers import read_image
@@ -35,8 +36,17 @@ _SKIP_SUFFIXES = (".txt", ".json", ".dump", ".icc", ".gz", "README")
 HEAVY = ("color3d_jpeg_baseline.dcm", "examples_ybr_color.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm")
 
 
+def _installed_test_files() -> list[Path]:
+    """pydicom's own test files and the pydicom-data package's, as installed. Not ``get_testdata_files``: it also
+    tries to download every file of pydicom's online list that is not cached, and the corpus is what PyPI ships."""
+    files = list((Path(DATA_ROOT) / "test_files").glob("*"))
+    for source in external_data_sources().values():
+        files += [Path(name) for name in source.get_paths("*", DataTypes.DATASET)]
+    return files
+
+
 def _dicom_corpus() -> list[Path]:
-    files = [Path(name) for name in get_testdata_files("*")]
+    files = _installed_test_files()
     full = os.environ.get("MEDVP_FULL_CORPUS") == "1"
     return sorted({path for path in files if path.is_file() and not path.name.endswith(_SKIP_SUFFIXES)
                    and (full or path.name not in HEAVY)}, key=lambda path: path.name)
