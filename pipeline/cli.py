@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from multiprocessing.dummy import DummyProcess
 from pathlib import Path
 
-from pipeline.errors import ConfigError, MedvpError
+from pipeline.errors import ConfigError, MedvpError, StorageError, os_reason, storage_cause
 
 __all__ = ["main", "build_parser"]
 
@@ -327,13 +327,18 @@ def _check_destination(path: Path, flag: str, kind: str = "file") -> None:
 
 
 def _expected_error(error: BaseException) -> MedvpError | None:
-    """The user-facing error behind ``error``: MONAI's engines and transforms wrap what they call raised."""
-    seen = set()
+    """The user-facing error behind ``error``: MONAI's engines and transforms wrap what they call raised. A full disk
+    or a forbidden folder met anywhere else (a write without its own handling) is one line naming the file too."""
+    seen, outer = set(), error
     while error is not None and id(error) not in seen:
         if isinstance(error, MedvpError):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
+    cause = storage_cause(outer)
+    if cause is not None:
+        where = cause.filename if cause.filename is not None else "a file"
+        return StorageError(f"{where}: cannot write ({os_reason(cause)})")
     return None
 
 

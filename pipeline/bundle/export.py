@@ -61,7 +61,7 @@ from pipeline.demo_data import DEMO_FILES, PACKAGED_PREFIX, packaged_file
 from pipeline.engine.builders import network_spec
 from pipeline.engine.data_setup import dicom_options
 from pipeline.engine.rundir import RunDir
-from pipeline.errors import DataError
+from pipeline.errors import DataError, writing
 
 __all__ = ["export_bundle", "verify_bundle"]
 
@@ -183,46 +183,47 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     if modality == "unspecified" and ".dcm" in file_kinds:
         modality = dicom_modality(run, config) or modality
 
-    for folder in ("configs", "models", "docs"):
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    torch.save(run.weights(which), out_dir / "models" / "model.pt")
-    uses_scripts = _write_scripts(out_dir, spec)
-    samples = write_samples(run, config, out_dir)
-    _write_configs(out_dir, {
-        "inference.yaml": inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size,
-                                           dicom, suffixes),
-        "train.yaml": train_config(config, info, spec, dataset_dir),
-        "evaluate.yaml": evaluate_config(),
-        "multi_gpu_train.yaml": multi_gpu_config(),
-    })
-    metadata = _metadata(run, config, summary, info, which, version, authors, modality, input_shape,
-                         file_kinds, dataset_dir)
-    metadata[MARK_KEY] = {
-        "format": 1,
-        "version": pipeline.__version__,
-        "configs_sha256": configs_digest(out_dir / "configs"),
-        "network": {"name": spec.name, "spatial_dims": spec.spatial_dims, "in_channels": spec.in_channels,
-                    "num_outputs": spec.num_outputs, "small_input": spec.small_input, "dropout": spec.dropout,
-                    "options": spec.options},
-        "preprocessing": config.preprocessing.model_dump(mode="json"),
-        "axis_order": AXIS_ORDER,
-        "dicom": dataclasses.asdict(dicom_options(config)),
-        "task": info.task,
-        "class_names": info.class_names,
-        "input_shape": input_shape,
-        "python": platform.python_version(),
-    }
-    meta_file = out_dir / "configs" / METADATA_FILE
-    meta_file.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    with writing(out_dir, "the bundle"):  # a full disk: one line; the run itself is only read
+        for folder in ("configs", "models", "docs"):
+            (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        torch.save(run.weights(which), out_dir / "models" / "model.pt")
+        uses_scripts = _write_scripts(out_dir, spec)
+        samples = write_samples(run, config, out_dir)
+        _write_configs(out_dir, {
+            "inference.yaml": inference_config(spec, config.preprocessing, info.task, config.data.eval_batch_size,
+                                               dicom, suffixes),
+            "train.yaml": train_config(config, info, spec, dataset_dir),
+            "evaluate.yaml": evaluate_config(),
+            "multi_gpu_train.yaml": multi_gpu_config(),
+        })
+        metadata = _metadata(run, config, summary, info, which, version, authors, modality, input_shape,
+                             file_kinds, dataset_dir)
+        metadata[MARK_KEY] = {
+            "format": 1,
+            "version": pipeline.__version__,
+            "configs_sha256": configs_digest(out_dir / "configs"),
+            "network": {"name": spec.name, "spatial_dims": spec.spatial_dims, "in_channels": spec.in_channels,
+                        "num_outputs": spec.num_outputs, "small_input": spec.small_input, "dropout": spec.dropout,
+                        "options": spec.options},
+            "preprocessing": config.preprocessing.model_dump(mode="json"),
+            "axis_order": AXIS_ORDER,
+            "dicom": dataclasses.asdict(dicom_options(config)),
+            "task": info.task,
+            "class_names": info.class_names,
+            "input_shape": input_shape,
+            "python": platform.python_version(),
+        }
+        meta_file = out_dir / "configs" / METADATA_FILE
+        meta_file.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
 
-    with _quiet_monai(quiet), _importable(out_dir):
-        ckpt_export(net_id="network_def", filepath=str(out_dir / "models" / "model.ts"),
-                    ckpt_file=str(out_dir / "models" / "model.pt"), meta_file=str(meta_file),
-                    config_file=str(out_dir / "configs" / "inference.yaml"), bundle_root=str(out_dir))
-    (out_dir / "docs" / "README.md").write_text(
-        bundle_readme(metadata["name"], metadata, run_config, summary, suffixes, bool(samples), dataset_dir),
-        encoding="utf-8")
-    (out_dir / "LICENSE").write_text(bundle_license(metadata["copyright"]), encoding="utf-8")
+        with _quiet_monai(quiet), _importable(out_dir):
+            ckpt_export(net_id="network_def", filepath=str(out_dir / "models" / "model.ts"),
+                        ckpt_file=str(out_dir / "models" / "model.pt"), meta_file=str(meta_file),
+                        config_file=str(out_dir / "configs" / "inference.yaml"), bundle_root=str(out_dir))
+        (out_dir / "docs" / "README.md").write_text(
+            bundle_readme(metadata["name"], metadata, run_config, summary, suffixes, bool(samples), dataset_dir),
+            encoding="utf-8")
+        (out_dir / "LICENSE").write_text(bundle_license(metadata["copyright"]), encoding="utf-8")
     logger.info("exported %s (%s checkpoint) to the bundle %s%s", run_dir, which, out_dir,
                 " (SimpleCNN's code in scripts/)" if uses_scripts else "")
     return out_dir

@@ -9,7 +9,6 @@ Layout of ``run_dir/checkpoints``:
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -22,7 +21,7 @@ import ignite.distributed as idist
 import torch
 from ignite.handlers import Checkpoint, DiskSaver
 
-from pipeline.errors import DataError, StorageError, first_line
+from pipeline.errors import DataError, StorageError, first_line, os_reason
 
 __all__ = ["AtomicDiskSaver", "CHECKPOINT_DIR", "BEST_CHECKPOINT", "EPOCH_PATTERN", "ITERATION_PATTERN",
            "load_checkpoint", "resume_checkpoint", "adopt_saved_files",
@@ -90,21 +89,11 @@ class AtomicDiskSaver(DiskSaver):
             os.chmod(path, os.stat(path).st_mode | stat.S_IRGRP | stat.S_IROTH)
             _fsync_folder(self.dirname)
         except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
-            raise StorageError(f"{path}: cannot write the checkpoint ({_reason(error)}); "
+            raise StorageError(f"{path}: cannot write the checkpoint ({os_reason(error)}); "
                                "the previous checkpoint is kept") from None
         finally:
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
-
-
-def _reason(error: BaseException) -> str:
-    """The operating system's reason for a failed write, looking through torch's wrapping RuntimeError."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, OSError):
-            return "disk full" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
-        cause = cause.__cause__ or cause.__context__
-    return first_line(error)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -196,7 +185,7 @@ def write_run_file(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
-        raise StorageError(f"{path}: cannot write ({_reason(error)}); the checkpoints are kept, rerun to finish") \
+        raise StorageError(f"{path}: cannot write ({os_reason(error)}); the checkpoints are kept, rerun to finish") \
             from None
     finally:
         temporary.unlink(missing_ok=True)

@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from pipeline.errors import writing
+
 __all__ = ["new_figure", "save_figure", "plot_curves", "curves_figure", "best_epoch"]
 
 
@@ -39,10 +41,15 @@ def new_figure(width: float, height: float, **layout) -> Figure:
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
-    """Write ``figure`` as PNG to ``path`` (its folder is created) and return the path."""
+    """Write ``figure`` as PNG to ``path`` (its folder is created) and return the path.
+
+    Raises:
+        StorageError: the disk is full or the folder cannot be written (one line naming the file).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
+    with writing(path, "the figure"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=dpi)
     return path
 
 

@@ -230,3 +230,21 @@ def test_a_malformed_medvp_entry_is_a_one_line_error(bundle, png_folder, tmp_pat
     assert medvp(["predict", str(copy), str(png_folder), "--out", str(tmp_path / "p.csv")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("medvp: error: ") and named in error and "\n" not in error
+
+
+def test_disk_full_during_export_is_one_line_naming_the_bundle_and_leaves_the_run_alone(small_run, tmp_path,
+                                                                                        monkeypatch):
+    import errno
+
+    import pipeline.bundle.export as export
+    from pipeline.errors import StorageError
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = {path: path.stat().st_mtime_ns for path in small_run.rglob("*") if path.is_file()}
+    monkeypatch.setattr(export.torch, "save", full_disk)
+    out = tmp_path / "bundle"
+    with pytest.raises(StorageError, match=f"^{out}: cannot write the bundle \\(disk full\\)$"):
+        export.export_bundle(small_run, out)
+    assert {path: path.stat().st_mtime_ns for path in small_run.rglob("*") if path.is_file()} == before

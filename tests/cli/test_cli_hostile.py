@@ -111,3 +111,27 @@ def test_disk_full_at_the_run_lock_and_at_the_metrics_is_one_line_naming_the_fil
     with pytest.raises(StorageError, match=f"^{target}: cannot write \\(disk full\\); the checkpoints are kept"):
         write_run_file(target, "{}")
     assert target.read_text() == "previous" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_disk_full_while_drawing_a_figure_is_one_line_naming_the_png(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from pipeline.errors import StorageError
+    from pipeline.evaluation.plots import new_figure, save_figure
+
+    monkeypatch.setattr(Figure, "savefig", _disk_full)
+    with pytest.raises(StorageError, match=f"^{tmp_path / 'roc_test.png'}: cannot write the figure \\(disk full\\)$"):
+        save_figure(new_figure(2, 2), tmp_path / "roc_test.png")
+
+
+def test_a_write_without_its_own_handling_still_ends_in_one_line_naming_the_file(monkeypatch, capsys):
+    """The class, not the examples: a full disk or a read-only folder anywhere is one line, exit 2."""
+    def verb(args):
+        try:
+            raise OSError(errno.EROFS, "Read-only file system", "/data/out/predictions.csv")
+        except OSError as error:
+            raise RuntimeError("a library's wrapper") from error  # as torch and MONAI wrap what they call
+
+    monkeypatch.setattr(cli, "_validate", verb)
+    assert main(["validate", "config.yaml"]) == 2
+    assert _one_error_line(capsys) == "/data/out/predictions.csv: cannot write (Read-only file system)"
