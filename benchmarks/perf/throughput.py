@@ -33,6 +33,7 @@ from pipeline.engine import train
 from pipeline.engine.builders import make_loss, make_network, make_optimizer
 from pipeline.engine.data_setup import prepare_data
 from pipeline.engine.device import autocast_dtype, hardware_description
+from pipeline.experiments.provenance import cpu_model
 from pipeline.losses import FeatureTap, LayerVariance, VariancePenalizedLoss, layer_variance
 from pipeline.networks import NetworkSpec, build_network
 
@@ -44,21 +45,11 @@ logger = logging.getLogger(__name__)
 _PAGE_BYTES = 4096
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict:
     """The hardware and software a figure was measured on: device, CPU, threads, versions, time (UTC)."""
     record = {
         "device": str(device),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
                      "ignite": ignite.__version__, "numpy": np.__version__},

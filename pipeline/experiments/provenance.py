@@ -3,11 +3,13 @@ CPU model, thread count and the versions of every package that shapes the number
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import cpuinfo
 import torch
 
 from pipeline.errors import ConfigError
@@ -33,14 +35,12 @@ def _git(*args: str) -> str | None:
     return found.stdout
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """``model name`` from /proc/cpuinfo (Linux), else what ``platform`` says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    """The CPU's brand string (py-cpuinfo, the same on Linux as /proc/cpuinfo's ``model name``), else what
+    ``platform`` says. Cached: it does not change while the process runs, and py-cpuinfo takes about a second."""
+    brand = cpuinfo.get_cpu_info().get("brand_raw", "")
+    return brand or platform.processor() or platform.machine()
 
 
 def package_versions() -> dict[str, str]:

@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 import pipeline
 
 #: import name -> distribution name, where they differ
-_DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "ignite": "pytorch-ignite"}
+_DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "ignite": "pytorch-ignite", "cpuinfo": "py-cpuinfo"}
 
 
 def _project(repo_root: Path) -> dict:
