@@ -19,6 +19,7 @@ from monai.networks import nets
 from pipeline.config import PreprocessingConfig
 from pipeline.data.dicom import DicomOptions
 from pipeline.data.loading import item_transform_defs
+from pipeline.kinds import Task
 from pipeline.networks import NetworkSpec, network_definition
 from pipeline.transforms import preprocessing_steps
 
@@ -119,9 +120,9 @@ def preprocessing_def(settings: PreprocessingConfig, spatial_dims: int,
 
 def postprocessing_def(task: str) -> dict[str, Any]:
     """Logits to one probability per class (binary: ``[1 - p, p]`` from the single logit)."""
-    transforms: list[dict[str, Any]] = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": task != "multiclass",
-                                         "softmax": task == "multiclass"}]
-    if task == "binary":
+    transforms: list[dict[str, Any]] = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": task != Task.MULTICLASS,
+                                         "softmax": task == Task.MULTICLASS}]
+    if task == Task.BINARY:
         transforms.append({"_target_": "Lambdad", "keys": "pred", "func": "$lambda p: torch.cat([1 - p, p])"})
     return {"_target_": "Compose", "transforms": transforms}
 

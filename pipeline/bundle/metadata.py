@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.config import PreprocessingConfig
 from pipeline.errors import DataError
+from pipeline.kinds import Task
 
 __all__ = ["SCHEMA_URL", "SCHEMA_MD5", "MARK_KEY", "METADATA_FILE", "schema_path", "configs_digest",
            "read_metadata", "is_medvp_bundle", "medvp_mark", "evaluation_metrics", "network_data_format"]
@@ -120,7 +121,7 @@ def network_data_format(task: str, class_names: list[str], input_shape: list[int
                         modality: str) -> dict:
     """Inputs and outputs of the network as MONAI's schema describes them (``pred``: logits, one per output)."""
     channels, spatial = input_shape[0], input_shape[1:]
-    logit_names = [class_names[1]] if task == "binary" else class_names
+    logit_names = [class_names[1]] if task == Task.BINARY else class_names
     return {
         "inputs": {"image": {
             "type": "image", "format": "magnitude", "modality": modality, "num_channels": channels,

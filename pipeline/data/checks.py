@@ -26,6 +26,7 @@ import torch
 from monai.transforms import MapTransform
 
 from pipeline.errors import DataError
+from pipeline.kinds import Split, Task
 
 __all__ = ["DEFAULT_MAX_PIXELS", "check_arrays", "check_classes", "CheckImaged", "CheckShaped"]
 
@@ -88,7 +89,7 @@ def _counts(labels: Sequence, num_classes: int, task: str) -> np.ndarray:
     if not len(labels):
         return np.zeros(num_classes, dtype=int)
     stacked = np.stack([np.asarray(label, dtype=np.float64).reshape(-1) for label in labels])
-    if task == "multilabel":
+    if task == Task.MULTILABEL:
         return (stacked > 0.5).sum(axis=0)
     return np.bincount(stacked[:, 0].astype(np.int64), minlength=num_classes)[:num_classes]
 
@@ -111,12 +112,12 @@ def check_classes(labels_by_split: Mapping[str, Sequence], class_names: Sequence
                    if count == 0]
         if not missing:
             continue
-        what = "no positive item" if task == "multilabel" else "no item"
-        if split == "train" and task != "multilabel":
+        what = "no positive item" if task == Task.MULTILABEL else "no item"
+        if split == Split.TRAIN and task != Task.MULTILABEL:
             raise DataError(f"{source}: class(es) {missing} have {what} in the training split; a classifier cannot "
                             "learn a class it never sees (check the labels or data.class_names)")
         note = (f"{source}: class(es) {missing} have {what} in the {split} split"
-                + ("; their AUC is undefined there" if split != "train" else ""))
+                + ("; their AUC is undefined there" if split != Split.TRAIN else ""))
         logger.warning(note)
         notes.append(note)
     return notes

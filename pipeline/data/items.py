@@ -12,7 +12,7 @@ from monai.transforms import Compose
 from torch.utils.data import Sampler
 
 from pipeline.errors import DataError
-from pipeline.kinds import SPLITS
+from pipeline.kinds import SPLITS, Task
 
 __all__ = ["SPLITS", "SplitItems", "DatasetInfo", "describe_dataset", "encode_labels", "make_dataset", "make_loader"]
 
@@ -46,7 +46,7 @@ class DatasetInfo:
     @property
     def num_outputs(self) -> int:
         """Logits the network emits: one for a binary task, one per class otherwise."""
-        return 1 if self.task == "binary" else self.num_classes
+        return 1 if self.task == Task.BINARY else self.num_classes
 
 
 def describe_dataset(splits: dict[str, SplitItems], declared_task: str, class_names: list[str] | None,
@@ -69,7 +69,7 @@ def describe_dataset(splits: dict[str, SplitItems], declared_task: str, class_na
         num_classes = max(int(all_labels.max()) + 1, 2)
         task = "binary" if num_classes == 2 else "multiclass"
     if declared_task not in ("auto", task):
-        if not (declared_task == "multiclass" and task == "binary"):
+        if not (declared_task == Task.MULTICLASS and task == Task.BINARY):
             raise DataError(f"{source}: data.task={declared_task!r} but the labels describe a {task} task "
                             f"({num_classes} classes)")
         task = "multiclass"
@@ -83,7 +83,7 @@ def describe_dataset(splits: dict[str, SplitItems], declared_task: str, class_na
 
 def encode_labels(labels: np.ndarray, task: str) -> np.ndarray:
     """Labels as the loss takes them: binary (N, 1) float, multiclass (N,) int64, multilabel (N, C) float."""
-    if task == "multiclass":
+    if task == Task.MULTICLASS:
         return labels.reshape(-1).astype(np.int64)
     return labels.astype(np.float32)
 

@@ -23,6 +23,7 @@ from pipeline.data.items import SPLITS, DatasetInfo, describe_dataset, encode_la
 from pipeline.data.medmnist import medmnist_item_name, read_medmnist
 from pipeline.data.splits import grouped_stratified_split
 from pipeline.errors import DataError
+from pipeline.kinds import Task
 
 __all__ = ["SourceData", "SourceSettings", "SOURCES", "load_source", "split_table", "data_path_problem"]
 
@@ -210,7 +211,7 @@ def _from_records(records: list[dict], settings: SourceSettings) -> SourceData:
     if empty:
         raise DataError(f"{source}: no items in split(s) {empty}")
     task = "binary" if len(class_names) == 2 and settings.task in ("auto", "binary") else "multiclass"
-    if settings.task == "multilabel":
+    if settings.task == Task.MULTILABEL:
         raise DataError(f"{source}: multi-label tasks need a MedMNIST-style source; folder/csv/datalist are "
                         "single-label")
     for items in splits.values():
@@ -258,6 +259,6 @@ def split_table(data: SourceData) -> list[dict]:
         for item in items:
             label = item["label"]
             label_index = int(label.reshape(-1)[0]) if hasattr(label, "reshape") else int(label)
-            rows.append({"item": item["name"], "label": data.class_names[label_index] if data.task != "multilabel"
+            rows.append({"item": item["name"], "label": data.class_names[label_index] if data.task != Task.MULTILABEL
                          else str(label.tolist()), "split": split, "patient": item["patient"] or ""})
     return rows

@@ -30,6 +30,7 @@ from pipeline.config import Config
 from pipeline.engine.builders import TrainingParts
 from pipeline.engine.distributed import DistributedContext
 from pipeline.engine.history import EpochHistory
+from pipeline.kinds import Split
 
 __all__ = ["EpochLog", "FileProgress", "PhaseTimer", "open_writer", "epoch_log_handlers", "attach_progress_bar",
            "attach_tensorboard", "write_hparams", "log_run", "clock"]
@@ -160,7 +161,7 @@ def _grouped_epoch_writer(group: str, step: Callable[[], int]) -> Callable[[Engi
         for name, value in engine.state.metrics.items():
             if isinstance(value, (int, float)) or getattr(value, "ndim", None) == 0:
                 writer.add_scalar(f"{group}/{name.removeprefix(group + '_')}", float(value), step())
-        if group == "train" and getattr(engine, "optimizer", None) is not None:
+        if group == Split.TRAIN and getattr(engine, "optimizer", None) is not None:
             writer.add_scalar("train/lr", engine.optimizer.param_groups[0]["lr"], step())
         writer.flush()
 

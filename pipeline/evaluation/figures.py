@@ -21,6 +21,7 @@ from pipeline.evaluation.metrics import (
     top_label_confidence,
 )
 from pipeline.evaluation.plots import new_figure, save_figure
+from pipeline.kinds import Task
 
 __all__ = ["roc_curve", "plot_roc", "plot_calibration", "plot_confusion", "write_evaluation_figures",
            "evaluation_figure_names"]
@@ -52,9 +53,9 @@ def roc_curve(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.n
 def _one_vs_rest(probabilities: np.ndarray, labels: np.ndarray, task: str,
                  class_names: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, scores, 0/1 targets) per curve: the positive class for binary, each class or label otherwise."""
-    if task == "binary":
+    if task == Task.BINARY:
         return [(class_names[-1], probabilities, labels)]
-    if task == "multiclass":
+    if task == Task.MULTICLASS:
         return [(name, probabilities[:, index], (labels == index).astype(np.int64))
                 for index, name in enumerate(class_names)]
     return [(name, probabilities[:, index], labels[:, index]) for index, name in enumerate(class_names)]
@@ -74,7 +75,7 @@ def plot_roc(path: Path, probabilities: np.ndarray, labels: np.ndarray, task: st
              ylabel="true positive rate (sensitivity)", aspect="equal")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
-    axis.set_title("ROC" + (" (one-vs-rest)" if task != "binary" else ""), fontsize=10)
+    axis.set_title("ROC" + (" (one-vs-rest)" if task != Task.BINARY else ""), fontsize=10)
     if title:
         figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
@@ -129,7 +130,7 @@ def plot_confusion(path: Path, probabilities: np.ndarray, labels: np.ndarray, ta
     """The confusion matrix (binary, multiclass: rows true class, columns predicted), or one 2x2 matrix per label
     (multilabel); each cell with its count and its share of the true class."""
     predictions = predicted_labels(probabilities, task)
-    if task == "multilabel":
+    if task == Task.MULTILABEL:
         columns = min(4, len(class_names))
         rows = -(-len(class_names) // columns)
         figure = new_figure(3.0 * columns, 3.0 * rows + 0.4, layout="constrained")

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_roc_auc
 
+from pipeline.kinds import Task
+
 __all__ = ["classification_metrics", "metrics_with_intervals", "expected_calibration_error", "calibration_bins",
            "top_label_confidence", "confusion_matrix", "predicted_labels"]
 
@@ -19,7 +21,7 @@ _COUNT_METRICS = ("confusion_matrix",)
 
 def predicted_labels(probabilities: np.ndarray, task: str) -> np.ndarray:
     """Binary: (N,) positive-class probability >= 0.5; multiclass: argmax; multilabel: each column >= 0.5."""
-    if task == "multiclass":
+    if task == Task.MULTICLASS:
         return probabilities.argmax(axis=1)
     return (probabilities >= 0.5).astype(np.int64)
 
@@ -46,7 +48,7 @@ def top_label_confidence(probabilities: np.ndarray, labels: np.ndarray, task: st
     """(confidence, correct) of every decision, as the ECE counts them: the predicted class's probability for
     binary and multiclass, each label's decision for multilabel (flattened)."""
     predictions = predicted_labels(probabilities, task)
-    if task == "multiclass":
+    if task == Task.MULTICLASS:
         confidence = probabilities.max(axis=1)
     else:
         confidence = np.where(predictions == 1, probabilities, 1 - probabilities)
@@ -54,11 +56,11 @@ def top_label_confidence(probabilities: np.ndarray, labels: np.ndarray, task: st
 
 
 def _auc(probabilities: np.ndarray, labels: np.ndarray, task: str, num_classes: int) -> float:
-    if task == "multiclass":
+    if task == Task.MULTICLASS:
         targets = np.eye(num_classes, dtype=np.int64)[labels]
     else:
         targets = labels
-    if task != "binary" and targets.ndim == 2:
+    if task != Task.BINARY and targets.ndim == 2:
         present = (targets.min(axis=0) != targets.max(axis=0))
         if not present.any():
             return float("nan")
@@ -108,14 +110,14 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, task: 
     clipped = np.clip(probabilities, _EPS, 1 - _EPS)
     result: dict[str, object] = {"accuracy": float((predictions == labels).mean()),
                                  "auc": _auc(probabilities, labels, task, num_classes)}
-    if task == "multilabel":
+    if task == Task.MULTILABEL:
         nll = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean()
         per_label = [_binary_counts_metrics(confusion_matrix(labels[:, c], predictions[:, c], 2))
                      for c in range(num_classes)]
         result["balanced_accuracy"] = float(np.nanmean([np.nanmean(m["recall"]) for m in per_label]))
         result["macro_f1"] = float(np.mean([m["f1"][1] for m in per_label]))
     else:
-        if task == "binary":
+        if task == Task.BINARY:
             nll = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean()
         else:
             nll = -np.log(clipped[np.arange(len(labels)), labels]).mean()
@@ -123,7 +125,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, task: 
         per_class = _binary_counts_metrics(matrix)
         result["balanced_accuracy"] = float(np.nanmean(per_class["recall"]))
         result["macro_f1"] = float(np.mean(per_class["f1"]))
-        if task == "binary":
+        if task == Task.BINARY:
             result["sensitivity"] = float(per_class["recall"][1])
             result["specificity"] = float(per_class["recall"][0])
         result["confusion_matrix"] = matrix.tolist()

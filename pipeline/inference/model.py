@@ -18,6 +18,7 @@ from pipeline.engine.builders import make_network
 from pipeline.engine.data_setup import dicom_options
 from pipeline.engine.rundir import RunDir, load_weights
 from pipeline.errors import DataError
+from pipeline.kinds import Task
 from pipeline.networks import NetworkSpec, build_network
 
 __all__ = ["LoadedModel", "load_model"]
@@ -109,7 +110,7 @@ def _from_foreign_bundle(bundle_dir: Path, metadata: dict) -> LoadedModel:
     channel_def = pred.get("channel_def", {})
     names = [str(channel_def.get(str(index), index)) for index in range(outputs)]
     task = "binary" if outputs == 1 else "multiclass"
-    class_names = ["negative", names[0]] if task == "binary" else names
+    class_names = ["negative", names[0]] if task == Task.BINARY else names
     input_shape = (int(image.get("num_channels", 1)), *image.get("spatial_shape", []))
     return LoadedModel(network=network, task=task, class_names=class_names, preprocessing=preprocessing,
                        input_shape=input_shape, resizes=True, reads_files=True, source=str(bundle_dir))

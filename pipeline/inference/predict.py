@@ -21,6 +21,7 @@ from pipeline.engine.outputs import probabilities
 from pipeline.errors import DataError
 from pipeline.inference.inputs import InputItem
 from pipeline.inference.model import LoadedModel
+from pipeline.kinds import Task
 
 __all__ = ["Predictions", "usable_items", "prediction_dataset", "predict", "class_table", "write_predictions"]
 
@@ -38,7 +39,7 @@ class Predictions:
 
     def predicted(self) -> list[str]:
         """The predicted class of each item (multi-label: every class at or above 0.5, joined by ``;``)."""
-        if self.task == "multilabel":
+        if self.task == Task.MULTILABEL:
             return [";".join(name for name, p in zip(self.class_names, row, strict=True) if p >= 0.5)
                     for row in self.probabilities]
         return [self.class_names[index] for index in self.probabilities.argmax(axis=1)]
@@ -117,7 +118,7 @@ def predict(model: LoadedModel, items: Sequence[InputItem], batch_size: int = 64
 
 def class_table(probs: np.ndarray, task: str) -> np.ndarray:
     """Probabilities with one column per class: a binary task's positive-class column becomes ``[1 - p, p]``."""
-    return np.concatenate([1 - probs, probs], axis=1) if task == "binary" else probs
+    return np.concatenate([1 - probs, probs], axis=1) if task == Task.BINARY else probs
 
 
 def write_predictions(path: Path, predictions: Predictions) -> None:

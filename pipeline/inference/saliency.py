@@ -17,6 +17,7 @@ from pipeline.evaluation.plots import new_figure, save_figure
 from pipeline.inference.inputs import IMAGE_SUFFIXES
 from pipeline.inference.model import LoadedModel
 from pipeline.inference.predict import Predictions, prediction_dataset
+from pipeline.kinds import Task
 from pipeline.losses.feature_tap import resolve_tap_points
 
 __all__ = ["saliency_layer", "grad_cam", "save_saliency_png", "write_saliency"]
@@ -66,7 +67,7 @@ def grad_cam(model: LoadedModel, images: torch.Tensor, class_indices: torch.Tens
     item's gradient comes from its own class only.
     """
     layer = saliency_layer(model.network)
-    network, target = (_BothClassLogits(model.network), f"network.{layer}") if model.task == "binary" else (
+    network, target = (_BothClassLogits(model.network), f"network.{layer}") if model.task == Task.BINARY else (
         model.network, layer)
     cam = GradCAM(nn_module=network, target_layers=target, postprocessing=_scale_each)
     device = next(model.network.parameters()).device
