@@ -179,7 +179,8 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
     suffixes = inference_suffixes(info.spatial_dims, file_kinds)
     dataset_dir = _shipped_name(config)
     # files: read as training read them (medvp's reader); MedMNIST arrays: MONAI's readers alone
-    dicom = dicom_options(config) if config.data.source != "medmnist" else None
+    run_dicom = dicom_options(config)
+    dicom = run_dicom if config.data.source != "medmnist" else None
     if modality == "unspecified" and ".dcm" in file_kinds:
         modality = dicom_modality(run, config) or modality
 
@@ -207,7 +208,7 @@ def export_bundle(run_dir: Path, out_dir: Path, version: str = "0.1.0", authors:
                         "options": spec.options},
             "preprocessing": config.preprocessing.model_dump(mode="json"),
             "axis_order": AXIS_ORDER,
-            "dicom": dataclasses.asdict(dicom_options(config)),
+            "dicom": dataclasses.asdict(run_dicom),
             "task": info.task,
             "class_names": info.class_names,
             "input_shape": input_shape,
