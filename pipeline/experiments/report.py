@@ -320,9 +320,10 @@ def _search_table(section: Section) -> list[str]:
     """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
     and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the best validation AUC."""
     folder = section.path.parent / "tuning" / section.name
-    rows = []
+    rows, pruning = [], {}
     for best_path in sorted(folder.glob("**/best_*.json")):
         best = json.loads(best_path.read_text())
+        pruning[best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")] = None
         trials = best_path.with_name(f"trials_{best['arm']}.csv")
         states = [line.split(",")[1] for line in trials.read_text().splitlines()[1:]] if trials.is_file() else []
         completed = best.get("trials_completed", states.count("COMPLETE") if states else "?")
@@ -332,7 +333,8 @@ def _search_table(section: Section) -> list[str]:
                     f"{best['best_val_auc']:.4f} |")
     if not rows:
         return []
-    return ["", "Tuning (validation split only; a trial counts when it completed, pruned ones do not):", "",
+    return ["", "Tuning (validation split only; a trial counts when it completed, pruned ones do not; "
+            f"{'; '.join(pruning)}):", "",
             "| n | arm | trials completed of started | search space | best val AUC |", "|---|---|---|---|---|", *rows]
 
 

@@ -6,6 +6,7 @@ import pytest
 import pipeline.engine.data_setup as components
 from pipeline.experiments.tuning import (
     SEARCH_SPACES,
+    _pruner,
     _Pruning,
     sampler_seed,
     search_ranges,
@@ -76,6 +77,26 @@ def test_search_space_overrides_turn_the_penalty_off_for_ce_arms():
 def test_a_database_url_is_recorded_without_its_password():
     recorded = storage_description("postgresql://tuner:s3cret@db.example:5432/studies")
     assert "s3cret" not in recorded and recorded.startswith("postgresql://tuner:***@db.example:5432/studies")
+
+
+def test_the_pruner_stops_the_lowest_quarter_after_the_warm_up_only():
+    study = optuna.create_study(direction="maximize", pruner=_pruner(warmup_epochs=3))
+    for value in (0.60, 0.70, 0.80, 0.90, 0.95):  # 5 completed trials before any pruning
+        trial = study.ask()
+        for epoch in range(1, 5):
+            trial.report(value, step=epoch)
+        study.tell(trial, value)
+
+    def pruned_at(epoch: int, value: float) -> bool:
+        trial = study.ask()
+        trial.report(value, step=epoch)
+        decision = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return decision
+
+    assert pruned_at(4, 0.65)  # below the lowest quarter (0.70)
+    assert not pruned_at(4, 0.75)  # below the median (0.80), above the lowest quarter: a median pruner stops it
+    assert not pruned_at(2, 0.50)  # still in the warm-up (3 epochs run before a trial can be pruned)
 
 
 def test_search_spaces_are_comparable_and_seeds_differ_per_dataset_and_size():
