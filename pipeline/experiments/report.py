@@ -17,8 +17,8 @@ from pipeline.experiments.provenance import commit_exists
 from pipeline.experiments.spec import ARM_DESCRIPTIONS, n_key
 from pipeline.experiments.statistics import benjamini_hochberg, format_p, holm, paired_test, summarize
 
-__all__ = ["OUTCOMES", "Section", "load_results", "load_section", "render_preamble", "render_section",
-           "write_report", "adjust_family"]
+__all__ = ["OUTCOMES", "Section", "load_results", "load_section", "render_headline", "render_preamble",
+           "render_section", "write_report", "adjust_family"]
 
 #: the outcomes compared between arms (section, key, title, better direction: +1 higher is better)
 OUTCOMES = (("test", "accuracy", "test accuracy", 1), ("test", "auc", "test AUC", 1),
@@ -338,6 +338,51 @@ def _search_table(section: Section) -> list[str]:
             "| n | arm | trials completed of started | search space | best val AUC |", "|---|---|---|---|---|", *rows]
 
 
+def _points(comparison: dict | None) -> str:
+    """A paired accuracy or AUC difference in points: mean [95% interval], Holm p."""
+    if comparison is None:
+        return "–"
+    return (f"{100 * comparison['mean']:+.1f} [{100 * comparison['low']:+.1f}, {100 * comparison['high']:+.1f}], "
+            f"p {format_p(comparison.get('p_holm'))}")
+
+
+def _best_baseline(section: Section, n: str) -> str | None:
+    """The spec's headline baseline with the highest mean validation AUC at n (never chosen on the test split)."""
+    candidates = [arm for arm in section.spec.get("headline", {}).get("baselines", []) if (arm, n) in section.runs]
+    scores = {arm: np.mean([_value(run, "val", "auc") for run in section.runs[(arm, n)]]) for arm in candidates}
+    return max(scores, key=scores.get) if scores else None
+
+
+def render_headline(sections: list[Section]) -> list[str]:
+    """One row per (section, n) of the sections whose spec names headline arms: the reference's test accuracy and
+    AUC, and each penalty arm's and the best baseline's paired differences from it in points with Holm p."""
+    rows = []
+    for section in (s for s in sections if s.spec.get("headline")):
+        index = {(c["size"], c["arm"], c["metric"]): c for c in section.comparisons if c["reference"] ==
+                 section.reference}
+        penalties = section.spec["headline"].get("penalty", [])
+        for n in section.sizes:
+            reference = section.runs.get((section.reference, n), [])
+            if not reference:
+                continue
+            best = _best_baseline(section, n)
+            cells = [_cell([_value(r, "test", m) for r in reference]) for m in ("accuracy", "auc")]
+            for arm in [*penalties, best]:
+                cells += [_points(index.get((n, arm, m))) for m in ("accuracy", "auc")]
+            rows.append(f"| {section.name} | {n} | {len(reference)} | " + " | ".join(cells) +
+                        f" | {best or '–'} |")
+    if not rows:
+        return []
+    arms = list(dict.fromkeys(a for s in sections for a in s.spec.get("headline", {}).get("penalty", [])))
+    columns = [f"Δ {name} {metric}" for name in [*arms, "best baseline"] for metric in ("acc", "AUC")]
+    return ["## Headline", "", "Test accuracy and AUC of the reference arm (mean ± sd over seeds), and paired "
+            "differences from it in points (mean [95% interval], Holm-adjusted p over the document's family) for "
+            "the penalty arms and for the best baseline at that n, chosen by mean validation AUC (never by the test "
+            "split); – where an arm has not run.", "",
+            "| section | n | seeds | reference acc | reference AUC | " + " | ".join(columns) + " | best baseline |",
+            "|---|---|---|---|---|" + "---|" * (len(columns) + 1), *rows, ""]
+
+
 def render_section(section: Section, figures: Path, link: str, repository: Path,
                    draw: bool = True) -> tuple[str, list[Path], int]:
     """One section's markdown, its figures (drawn unless ``draw`` is False) and how many of its runs are
@@ -414,5 +459,7 @@ def write_report(results_dirs: list[Path], out: Path, repository: Path | None = 
         written += files
         untraceable += flagged
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_preamble(sections, tests, untraceable) + "\n" + "\n".join(rendered), encoding="utf-8")
+    headline = "\n".join(render_headline(sections))
+    out.write_text(render_preamble(sections, tests, untraceable) + "\n" + (headline + "\n" if headline else "") +
+                   "\n".join(rendered), encoding="utf-8")
     return [out, *written] if draw else [out]

@@ -119,6 +119,9 @@ class BenchmarkSpec(BaseModel):
     settings_note: str = Field("", description="where the arm settings come from (tuned: trial counts; or fixed)")
     tuning: dict = Field(default_factory=dict, description="trials: completed trials per tuned arm; "
                          "warmup_epochs: pruning warm-up; the report prints them with each arm's search ranges")
+    headline: dict[Literal["penalty", "baselines"], list[str]] = Field(
+        default_factory=dict, description="the report's headline table: penalty arms, each shown against the "
+        "reference, and baselines, of which the one with the best mean validation AUC at each n is shown")
 
     @field_validator("arms")
     @classmethod
@@ -132,6 +135,9 @@ class BenchmarkSpec(BaseModel):
     def _reference_is_an_arm(self) -> BenchmarkSpec:
         if self.reference not in self.arms:
             raise ValueError(f"reference {self.reference!r} must be one of the arms {self.arms}")
+        strangers = [arm for arms in self.headline.values() for arm in arms if arm not in self.arms]
+        if strangers:
+            raise ValueError(f"headline arm(s) {strangers} must be among the arms {self.arms}")
         return self
 
     @field_validator("n_train")

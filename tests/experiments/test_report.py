@@ -86,3 +86,28 @@ def test_holm_and_bh_span_every_section_of_the_document(tmp_path):
     smallest = min(p for p in raw if p is not None)
     first = next(c for c in family if c["p"] == smallest)
     assert first["p_holm"] == pytest.approx(min(1.0, smallest * tests))
+
+
+def test_headline_shows_the_penalty_and_the_baseline_best_on_validation_not_on_test(tmp_path):
+    folder = tmp_path / "scarce"
+    folder.mkdir()
+    spec = {"name": "scarce", "base_config": "configs/x.yaml", "overrides": [], "seeds": [0, 1, 2, 3],
+            "arms": ["ce", "vp_original", "ce_dropout", "ce_augment"], "n_train": [50],
+            "headline": {"penalty": ["vp_original"], "baselines": ["ce_dropout", "ce_augment"]}}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    # (test accuracy offset from ce, validation AUC): ce_dropout is better on test, ce_augment on validation
+    arms = {"ce": (0.0, 0.80), "vp_original": (0.02, 0.80), "ce_dropout": (0.10, 0.70), "ce_augment": (-0.05, 0.90)}
+    for arm, (offset, val_auc) in arms.items():
+        for seed in range(4):
+            result = _result(arm, 50, seed, 0.70 + 0.01 * seed + offset + 0.002 * seed ** 2 * (arm != "ce"), None)
+            result["val"] = {**result["val"], "auc": val_auc}
+            path = folder / arm / "n_50" / f"seed_{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result))
+    text = write_report([folder], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
+    headline = text.split("## Headline")[1].split("## scarce")[0]
+    row = next(line for line in headline.splitlines() if line.startswith("| scarce | 50 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "4" and cells[3] == "0.715 ± 0.013"
+    assert cells[5].startswith("+2.7 [") and ", p " in cells[5]  # vp_original's Δ accuracy in points
+    assert cells[-1] == "ce_augment" and cells[7].startswith("-4.3 [")  # chosen on validation, worse on test
