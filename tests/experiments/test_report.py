@@ -105,7 +105,7 @@ def test_headline_shows_the_penalty_and_the_baseline_best_on_validation_not_on_t
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result))
     text = write_report([folder], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
-    headline = text.split("## Headline")[1].split("## scarce")[0]
+    headline = text.split("## Headline: ")[1].split("## scarce")[0]
     row = next(line for line in headline.splitlines() if line.startswith("| scarce | 50 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2] == "4" and cells[3] == "0.715 ± 0.013"
