@@ -375,7 +375,8 @@ def render_headline(sections: list[Section]) -> list[str]:
         return []
     arms = list(dict.fromkeys(a for s in sections for a in s.spec.get("headline", {}).get("penalty", [])))
     columns = [f"Δ {name} {metric}" for name in [*arms, "best baseline"] for metric in ("acc", "AUC")]
-    return ["## Headline: the penalty against the reference and the best baseline", "", "Test accuracy and AUC of the reference arm (mean ± sd over seeds), and paired "
+    title = "## Headline: the penalty against the reference and the best baseline"
+    return [title, "", "Test accuracy and AUC of the reference arm (mean ± sd over seeds), and paired "
             "differences from it in points (mean [95% interval], Holm-adjusted p over the document's family) for "
             "the penalty arms and for the best baseline at that n, chosen by mean validation AUC (never by the test "
             "split); – where an arm has not run.", "",
