@@ -92,6 +92,10 @@ class Section:
     def all_runs(self) -> list[dict]:
         return [run for runs in self.runs.values() for run in runs]
 
+    def comparison_index(self) -> dict[tuple[str, str, str, str], dict]:
+        """The section's paired comparisons by (n, arm, reference, metric)."""
+        return {(c["size"], c["arm"], c["reference"], c["metric"]): c for c in self.comparisons}
+
 
 def _size_order(n: str) -> tuple[bool, int]:
     return (n == "full", 0 if n == "full" else int(n))
@@ -258,7 +262,7 @@ def _delta(comparison: dict | None) -> str:
 def _paired_tables(section: Section) -> list[str]:
     if not section.comparisons:
         return []
-    index = {(c["size"], c["arm"], c["reference"], c["metric"]): c for c in section.comparisons}
+    index = section.comparison_index()
     titles = {metric: title for _, metric, title, _ in OUTCOMES}
     lines = ["", "Paired differences (arm minus reference, same seeds): mean [95% interval]; Holm-adjusted p over "
              "the document's family:", "",
@@ -358,8 +362,7 @@ def render_headline(sections: list[Section]) -> list[str]:
     AUC, and each penalty arm's and the best baseline's paired differences from it in points with Holm p."""
     rows = []
     for section in (s for s in sections if s.spec.get("headline")):
-        index = {(c["size"], c["arm"], c["metric"]): c for c in section.comparisons if c["reference"] ==
-                 section.reference}
+        index = section.comparison_index()
         penalties = section.spec["headline"].get("penalty", [])
         for n in section.sizes:
             reference = section.runs.get((section.reference, n), [])
@@ -368,7 +371,7 @@ def render_headline(sections: list[Section]) -> list[str]:
             best = _best_baseline(section, n)
             cells = [_cell([_value(r, "test", m) for r in reference]) for m in ("accuracy", "auc")]
             for arm in [*penalties, best]:
-                cells += [_points(index.get((n, arm, m))) for m in ("accuracy", "auc")]
+                cells += [_points(index.get((n, arm, section.reference, m))) for m in ("accuracy", "auc")]
             rows.append(f"| {section.name} | {n} | {len(reference)} | " + " | ".join(cells) +
                         f" | {best or '–'} |")
     if not rows:
