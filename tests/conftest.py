@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,36 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What ``subprocess.run`` would give for a ``medvp`` command: exit code, stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def medvp_in_process(capsys, restore_logging):
+    """``medvp_in_process(*args)`` runs ``medvp ARGS...`` in this process and returns a :class:`CliResult`.
+
+    Same verbs, exit codes and output as the console script, without the seconds an interpreter spends importing
+    PyTorch and MONAI; an unexpected exception propagates (the console script would print its traceback).
+    """
+    from pipeline.cli import main
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
 
 
 # --- spawned process groups (distributed tests) ---

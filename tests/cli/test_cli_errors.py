@@ -33,3 +33,30 @@ def test_resume_of_a_directory_without_a_run_is_one_line(repo_root, tmp_path, ca
                  str(tmp_path)])
     assert code == 2
     assert capsys.readouterr().err.strip() == f"medvp: error: {tmp_path} is not a medvp run directory (no config.yaml)"
+
+
+def test_config_error_is_one_line_per_problem(tmp_path, repo_root, medvp_in_process):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {path: ../x.npz}\nloss: {feature_sampling_ratio: 2}\n")
+    result = medvp_in_process("validate", bad)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"medvp: error: {bad}: loss.feature_sampling_ratio = 2: " \
+                                    "Input should be less than or equal to 1"
+    demo = repo_root / "configs" / "pneumoniamnist_demo.yaml"
+    result = medvp_in_process("train", demo, "--set", "model.name=alexnet")
+    assert result.returncode == 2 and "model.name = 'alexnet': expected one of" in result.stderr
+
+
+def test_missing_data_and_run_dir_are_clear_errors(tmp_path, repo_root, medvp_in_process):
+    demo = repo_root / "configs" / "pneumoniamnist_demo.yaml"
+    result = medvp_in_process("validate", demo, "--set", "data.path=nothing.npz")
+    assert result.returncode == 2 and "nothing.npz" in result.stderr
+    result = medvp_in_process("evaluate", tmp_path)
+    assert result.returncode == 2 and "is not a medvp run directory" in result.stderr
+
+
+def test_network_too_deep_for_the_input_size_is_a_config_error(tmp_path, repo_root, medvp_in_process):
+    result = medvp_in_process("train", repo_root / "configs" / "pneumoniamnist_demo.yaml", "--set",
+                              "model.name=densenet121", "--set", "model.options={}", "--set", f"output.root={tmp_path}")
+    assert result.returncode == 2
+    assert "cannot take inputs of shape [1, 28, 28]" in result.stderr and "preprocessing.spatial_size" in result.stderr

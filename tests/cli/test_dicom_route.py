@@ -69,10 +69,10 @@ def test_train_from_a_dicom_folder_keeps_patients_whole_and_identifiers_out(dico
         assert abs(by_item[str(path)] - probability) < 1e-5
 
 
-def test_preview_writes_a_png_grid(dicom_folder, repo_root, tmp_path):
+def test_preview_writes_a_png_grid(dicom_folder, repo_root, tmp_path, medvp_in_process):
     out = tmp_path / "preview.png"
-    result = medvp("preview", repo_root / "configs" / "dicom_folder_demo.yaml", "--set", f"data.path={dicom_folder}",
-                   "--out", out, "--count", 3)
+    result = medvp_in_process("preview", repo_root / "configs" / "dicom_folder_demo.yaml",
+                              "--set", f"data.path={dicom_folder}", "--out", out, "--count", 3)
     assert result.returncode == 0, result.stderr
     # --count 3 rows; columns: as read, preprocessed, augmented (the config augments); a cell is 2.6 x 2.4 in, 90 dpi
     with Image.open(out) as grid:
@@ -81,8 +81,8 @@ def test_preview_writes_a_png_grid(dicom_folder, repo_root, tmp_path):
     assert pixels.std() > 20  # images drawn, not an empty canvas
 
 
-def test_unsafe_augmentation_in_a_config_is_refused_at_validation(repo_root):
-    result = medvp("validate", repo_root / "configs" / "dicom_folder_demo.yaml",
-                   "--set", "augmentation.transforms=[{name: elastic}]")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+def test_unsafe_augmentation_in_a_config_is_refused_at_validation(repo_root, medvp_in_process):
+    result = medvp_in_process("validate", repo_root / "configs" / "dicom_folder_demo.yaml",
+                              "--set", "augmentation.transforms=[{name: elastic}]")
+    assert result.returncode == 2
     assert "augmentation.transforms" in result.stderr and "'elastic' is refused" in result.stderr
