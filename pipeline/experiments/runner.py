@@ -6,8 +6,12 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pipeline.config import load_config
 from pipeline.engine import RunDir, predict_split, train
@@ -110,6 +114,27 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     return result
 
 
+@contextmanager
+def claimed(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> Iterator[bool]:
+    """Hold the cell's lock file (``<runs>/<spec>/<arm>/n_<n>/seed_<seed>.lock``) while the body runs; yields
+    False, without waiting, when another process holds it. Two ``medvp benchmark`` processes on one spec (a second
+    command by mistake, or parts given overlapping cells) would otherwise train one cell into the same run folder,
+    each deleting the other's files. ``filelock`` (a PyTorch dependency) gives the operating system's lock, which
+    ends with its process, so a killed run leaves no stale claim."""
+    path = spec.runs / spec.name / arm / f"n_{n_key(n)}" / f"seed_{seed}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 @dataclass
 class BenchmarkProgress:
     done: int
@@ -164,13 +189,19 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
                 report(f"time limit of {time_limit_minutes:g} min reached: {done}/{len(todo)} runs finished; "
                        "run the same command again to continue")
                 break
+        where = "" if spec.n_train == [FULL] else f" n={n_key(n)}"
         started = time.perf_counter()
-        result = run_one(spec, arm, seed, n, provenance)
+        with claimed(spec, arm, seed, n) as mine_now:
+            if not mine_now:
+                report(f"{arm}{where} seed {seed}: being run by another process: skipped")
+                continue
+            if finished(n, seed, arm):  # the other process finished it between the check and the claim
+                continue
+            result = run_one(spec, arm, seed, n, provenance)
         durations.append(time.perf_counter() - started)
         done = sum(finished(*cell) for cell in todo)
         remaining = sum(not finished(*cell) for cell in mine)
         eta = remaining * sum(durations) / len(durations) / 60
-        where = "" if spec.n_train == [FULL] else f" n={n_key(n)}"
         report(f"[{done}/{len(todo)}] {arm}{where} seed {seed}: test accuracy {result['test']['accuracy']:.4f}, "
                f"AUC {result['test']['auc']:.4f} ({durations[-1]:.0f} s; ETA {eta:.1f} min)")
     return BenchmarkProgress(done, len(todo), sum(durations) / len(durations) if durations else None)

@@ -95,6 +95,21 @@ def test_spec_errors(tmp_path):
         load_spec(path)
 
 
+def _recording_run_one(trained: list, before=lambda: None):
+    """A stand-in for runner.run_one that records (arm, seed) and writes an empty result, without training."""
+    import pipeline.experiments.runner as runner
+
+    def fake_run(spec, arm, seed, n="full", provenance=None):
+        before()
+        trained.append((arm, seed))
+        path = runner.result_path(spec, arm, seed, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        return {"test": {"accuracy": 0.5, "auc": 0.5}}
+
+    return fake_run
+
+
 def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, repo_root, monkeypatch):
     import pipeline.experiments.runner as runner
 
@@ -102,15 +117,10 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     clock = {"now": 0.0}
     trained = []
 
-    def fake_run(spec, arm, seed, n="full", provenance=None):
-        clock["now"] += 60.0  # every run takes a minute
-        trained.append((arm, seed))
-        path = runner.result_path(spec, arm, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("{}")
-        return {"test": {"accuracy": 0.5, "auc": 0.5}}
+    def a_minute_passes():
+        clock["now"] += 60.0
 
-    monkeypatch.setattr(runner, "run_one", fake_run)
+    monkeypatch.setattr(runner, "run_one", _recording_run_one(trained, a_minute_passes))
     monkeypatch.setattr(runner.time, "perf_counter", lambda: clock["now"])
     lines = []
     monkeypatch.setattr(runner, "require_clean", lambda allow_dirty: {})
@@ -132,6 +142,42 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
     assert [cell[0] for cell in runner.cells(scarce)][:6] == [50] * 6  # smallest n first
     with pytest.raises(ConfigError, match=r"--arms/--n/--seeds \['ce_dropout', '7', 5\]"):
         runner.run_benchmark(scarce, lines.append, arms=["ce_dropout"], sizes=["7"], seeds=[5])
+
+
+def test_a_cell_another_process_is_running_is_skipped_not_trained_twice(tmp_path, repo_root, monkeypatch):
+    import multiprocessing
+
+    import pipeline.experiments.runner as runner
+
+    spec = tiny_spec(tmp_path, repo_root)
+    trained = []
+    monkeypatch.setattr(runner, "run_one", _recording_run_one(trained))
+    monkeypatch.setattr(runner, "require_clean", lambda allow_dirty: {})
+    holding, release = multiprocessing.get_context("spawn").Event(), multiprocessing.get_context("spawn").Event()
+    other = multiprocessing.get_context("spawn").Process(target=_hold_claim, args=(spec, "vp_original", 0, holding,
+                                                                                    release))
+    other.start()
+    try:
+        assert holding.wait(60), "the other process did not claim its cell"
+        lines = []
+        progress = runner.run_benchmark(spec, lines.append)
+        assert sorted(trained) == [("ce", 0), ("ce", 1), ("vp_original", 1)]
+        assert "vp_original seed 0: being run by another process: skipped" in lines
+        assert (progress.done, progress.total) == (3, 4)
+    finally:
+        release.set()
+        other.join(60)
+    runner.run_benchmark(spec, lines.append)  # the claim ended with the other process's run: the cell runs now
+    assert trained[-1] == ("vp_original", 0) and len(trained) == 4
+
+
+def _hold_claim(spec, arm, seed, holding, release) -> None:
+    from pipeline.experiments.runner import claimed
+
+    with claimed(spec, arm, seed) as mine:
+        assert mine
+        holding.set()
+        release.wait(60)
 
 
 def test_curve_colours_stay_distinct_beyond_ten_arms():
