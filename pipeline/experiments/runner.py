@@ -64,6 +64,11 @@ def spec_record(spec: BenchmarkSpec) -> dict:
     return record
 
 
+def _run_dir(spec: BenchmarkSpec, arm: str, seed: int, n: int | str) -> Path:
+    """``<runs>/<spec>/<arm>/n_<n>/seed_<seed>``: where one cell trains (its checkpoints, curves and logs)."""
+    return spec.runs / spec.name / arm / f"n_{n_key(n)}" / f"seed_{seed}"
+
+
 def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
             provenance: Provenance | None = None) -> dict:
     """Train one (arm, n, seed), measure it, and write its result JSON. The test split is read only here, after
@@ -72,7 +77,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     ``provenance`` (commit, dirty flag, CPU, threads, versions) is recorded as given; by default it is taken
     now, refusing uncommitted changes under pipeline/."""
     provenance = provenance or require_clean(allow_dirty=False)
-    run_dir = spec.runs / spec.name / arm / f"n_{n_key(n)}" / f"seed_{seed}"
+    run_dir = _run_dir(spec, arm, seed, n)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run starts over
     overrides = [*arm_overrides(spec, arm, n), f"training.seed={seed}", "evaluation.splits=[]",
@@ -121,7 +126,7 @@ def claimed(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> It
     command by mistake, or parts given overlapping cells) would otherwise train one cell into the same run folder,
     each deleting the other's files. ``filelock`` (a PyTorch dependency) gives the operating system's lock, which
     ends with its process, so a killed run leaves no stale claim."""
-    path = spec.runs / spec.name / arm / f"n_{n_key(n)}" / f"seed_{seed}.lock"
+    path = _run_dir(spec, arm, seed, n).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path)
     try:

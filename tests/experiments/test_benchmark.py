@@ -153,9 +153,9 @@ def test_a_cell_another_process_is_running_is_skipped_not_trained_twice(tmp_path
     trained = []
     monkeypatch.setattr(runner, "run_one", _recording_run_one(trained))
     monkeypatch.setattr(runner, "require_clean", lambda allow_dirty: {})
-    holding, release = multiprocessing.get_context("spawn").Event(), multiprocessing.get_context("spawn").Event()
-    other = multiprocessing.get_context("spawn").Process(target=_hold_claim, args=(spec, "vp_original", 0, holding,
-                                                                                    release))
+    context = multiprocessing.get_context("spawn")
+    holding, release = context.Event(), context.Event()
+    other = context.Process(target=_hold_claim, args=(spec, "vp_original", 0, holding, release))
     other.start()
     try:
         assert holding.wait(60), "the other process did not claim its cell"
