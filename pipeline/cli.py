@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "original_setup_vp (the write-up's 12-point grid)")
     tune.add_argument("--n", default="full", metavar="N", help="tune on a stratified training subset of N items")
     tune.add_argument("--warmup", type=int, default=5, metavar="EPOCHS", help="epochs before a trial can be pruned")
+    tune.add_argument("--seeds", default=None, metavar="S,T",
+                      help="score each trial by its mean validation AUC over these seeds (each trains on its own "
+                      "subset; default: the spec's tuning.seeds, else 0)")
     tune.add_argument("--allow-dirty", action="store_true",
                       help="tune although pipeline/ has uncommitted changes (recorded as dirty; default: refuse)")
     tune.add_argument("--out", type=Path, default=Path("runs/tuning"),
@@ -366,9 +369,17 @@ def _benchmark(args: argparse.Namespace) -> int:
     progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit, allow_dirty=args.allow_dirty,
                              arms=args.arms.split(",") if args.arms else None,
                              sizes=args.sizes.split(",") if args.sizes else None,
-                             seeds=[int(seed) for seed in args.seeds.split(",")] if args.seeds else None)
+                             seeds=_seed_list(args.seeds) if args.seeds else None)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as integers, or a one-line error that names the flag."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -380,6 +391,7 @@ def _tune(args: argparse.Namespace) -> int:
     if (config is None) == (args.spec is None):
         raise ConfigError("medvp tune: give either CONFIG or --spec SPEC")
     n_train = "full" if args.n == "full" else int(args.n)
+    seeds = [0]
     if args.spec is not None:
         from pipeline.experiments import load_spec
 
@@ -387,8 +399,10 @@ def _tune(args: argparse.Namespace) -> int:
         epochs = spec.max_epochs_by_n.get(str(n_train))
         config, name = spec.base_config, f"{spec.name}-{args.arm}-n{n_train}"
         overrides = [*spec.overrides, *([f"training.max_epochs={epochs}"] if epochs else []), *overrides]
+        seeds = spec.tuning.get("seeds", seeds)
+    seeds = _seed_list(args.seeds) if args.seeds else seeds
     study = tune(config, args.arm, args.trials, args.out, overrides, args.storage, study_name=name, n_train=n_train,
-                 warmup_epochs=args.warmup, allow_dirty=args.allow_dirty)
+                 warmup_epochs=args.warmup, seeds=tuple(seeds), allow_dirty=args.allow_dirty)
     print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
           f"written: {args.out / f'best_{args.arm}.json'}")
     return 0

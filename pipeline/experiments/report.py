@@ -333,13 +333,15 @@ def _search_table(section: Section) -> list[str]:
         completed = best.get("trials_completed", states.count("COMPLETE") if states else "?")
         started = best.get("trials_started", len(states) or best.get("trials", "?"))
         search = best.get("search", "not recorded (ranges of the tuner at the time)")
+        seeds = ", ".join(map(str, best.get("seeds", [0])))  # records before multi-seed scoring: seed 0
         rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started} | {search} | "
-                    f"{best['best_val_auc']:.4f} |")
+                    f"{seeds} | {best['best_val_auc']:.4f} |")
     if not rows:
         return []
     return ["", "Tuning (validation split only; a trial counts when it completed, pruned ones do not; "
             f"{'; '.join(pruning)}):", "",
-            "| n | arm | trials completed of started | search space | best val AUC |", "|---|---|---|---|---|", *rows]
+            "| n | arm | trials completed of started | search space | scored on seeds | best val AUC (their mean) |",
+            "|---|---|---|---|---|---|", *rows]
 
 
 def _points(comparison: dict | None) -> str:

@@ -3,7 +3,8 @@ warm-up, until a fixed number of trials has completed (pruned and failed trials 
 gets the same number of finished evaluations.
 
 The study lives in an Optuna storage (SQLite by default): ``optuna-dashboard sqlite:///OUT/optuna_<arm>.db`` shows
-it, and each trial carries ``user_attrs`` (run directory, overrides, training seed, commit) that tie it to its run.
+it, and each trial carries ``user_attrs`` (run directory, overrides, training seeds, commit, the validation AUC of each
+seed) that tie it to its runs.
 """
 
 from __future__ import annotations
@@ -123,13 +124,15 @@ def _sampler(arm: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
          storage: str | None = None, study_name: str | None = None, n_train: int | str = FULL,
-         warmup_epochs: int = 5, seed: int = 0, allow_dirty: bool = False) -> optuna.Study:
+         warmup_epochs: int = 5, seeds: tuple[int, ...] = (0,), allow_dirty: bool = False) -> optuna.Study:
     """Search ``arm``'s hyperparameters until ``trials`` trials have completed, maximizing the best validation AUC
     of a run.
 
-    Runs train on the training split (or its stratified subset of ``n_train`` items drawn with ``seed``) and
-    validate on the validation split; the evaluation splits are switched off, so the test split is never loaded.
-    Pruning (:data:`PRUNING`) starts after 5 completed trials and ``warmup_epochs`` epochs of a trial; at most
+    A trial trains once per seed in ``seeds`` (the training seed, and the seed that draws the stratified subset of
+    ``n_train`` items) and scores the mean of those runs' best validation AUC, so a setting that works on one
+    subset and fails on others does not win; the runs validate on the validation split with the evaluation splits
+    switched off, so the test split is never loaded. Pruning (:data:`PRUNING`) watches the first seed's run; it
+    starts after 5 completed trials and ``warmup_epochs`` epochs of a trial; at most
     :data:`MAX_STARTED_PER_COMPLETED` x ``trials`` trials are started. The sampler seed comes
     from the study name and n (:func:`sampler_seed`). The study is named ``study_name`` (the CLI passes
     ``<spec>-<arm>-n<n>``) in ``storage`` (any database URL Optuna accepts; default SQLite in ``out_dir``); the
@@ -140,10 +143,9 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     provenance = require_clean(allow_dirty)
     out_dir.mkdir(parents=True, exist_ok=True)
     base: Config = load_config(config_path, list(overrides))
-    data = []
-    if n_train != FULL:
-        path, _ = subset_file(base.data.path, int(n_train), seed, out_dir / "subsets")
-        data = [f"data.path={path.resolve()}"]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {list(seeds)}: expected one or more distinct seeds")
+    data = {seed: _subset_overrides(base, n_train, seed, out_dir) for seed in seeds}
     study_name = study_name or f"{base.output.name}-{arm}-n{n_train}"
     # One SQLite file per arm by default: concurrent first-time schema creation in one file can collide.
     database = f"optuna_{arm}.db"
@@ -157,18 +159,22 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
 
     def objective(trial: optuna.Trial) -> float:
         params = {dimension.name: dimension.suggest(trial) for dimension in SEARCH_SPACES[arm]}
-        trial_set = [*overrides, *trial_overrides(arm, params), f"training.seed={seed}", "evaluation.splits=[]",
-                     "training.progress_bar=false"]
+        trial_set = [*overrides, *trial_overrides(arm, params), "evaluation.splits=[]", "training.progress_bar=false"]
         run_dir = out_dir / "trials" / f"{arm}_{trial.number}"
-        for key, value in {"run_dir": run_dir.as_posix(), "overrides": trial_set, "seed": seed,
+        for key, value in {"run_dir": run_dir.as_posix(), "overrides": trial_set, "seeds": list(seeds),
                            "n_train": n_train, "commit": provenance["commit"],
                            "dirty": provenance["dirty"]}.items():
             trial.set_user_attr(key, value)
-        pruning = _Pruning(trial)
-        result = train(load_config(config_path, [*trial_set, *data]), run_dir, on_validation=pruning)
-        if pruning.pruned_at is not None:
-            raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
-        return result.best_val_auc
+        pruning, scores = _Pruning(trial), []
+        for seed in seeds:
+            seed_dir = run_dir if len(seeds) == 1 else run_dir / f"seed_{seed}"
+            result = train(load_config(config_path, [*trial_set, f"training.seed={seed}", *data[seed]]), seed_dir,
+                           on_validation=pruning if seed == seeds[0] else None)
+            if pruning.pruned_at is not None:
+                raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
+            scores.append(result.best_val_auc)
+        trial.set_user_attr("val_auc_by_seed", scores)
+        return sum(scores) / len(scores)
 
     if arm in GRIDS:  # every grid point once, pruning or not
         trials = cap = math.prod(len(dimension.choices) for dimension in SEARCH_SPACES[arm])
@@ -181,10 +187,19 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     best = {"arm": arm, "params": study.best_params, "best_val_auc": study.best_value,
             "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
             "trials_failed": states.count("FAIL"), "trials_started": len(states), "search": search_ranges(arm),
-            "n_train": n_train, "warmup_epochs": warmup_epochs, "pruning": PRUNING, "sampler_seed": seed_of_sampler,
+            "n_train": n_train, "seeds": list(seeds), "warmup_epochs": warmup_epochs, "pruning": PRUNING,
+            "sampler_seed": seed_of_sampler,
             "storage": recorded, "study": study.study_name, **provenance}
     (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
     return study
+
+
+def _subset_overrides(base: Config, n_train: int | str, seed: int, out_dir: Path) -> list[str]:
+    """The override that points a trial at the stratified subset of n_train items drawn with seed (none: full)."""
+    if n_train == FULL:
+        return []
+    path, _ = subset_file(base.data.path, int(n_train), seed, out_dir / "subsets")
+    return [f"data.path={path.resolve()}"]
 
 
 def storage_description(url: str) -> str:

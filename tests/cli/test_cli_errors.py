@@ -60,3 +60,11 @@ def test_network_too_deep_for_the_input_size_is_a_config_error(tmp_path, repo_ro
                               "model.name=densenet121", "--set", "model.options={}", "--set", f"output.root={tmp_path}")
     assert result.returncode == 2
     assert "cannot take inputs of shape [1, 28, 28]" in result.stderr and "preprocessing.spatial_size" in result.stderr
+
+
+def test_tune_seeds_that_are_not_numbers_are_one_line(repo_root, tmp_path, medvp_in_process):
+    spec = repo_root / "benchmarks" / "specs" / "pneumoniamnist_scarce_cpu.yaml"
+    result = medvp_in_process("tune", "--spec", spec, "--n", "50", "--seeds", "0,one", "--out", tmp_path / "tuning")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "medvp: error: --seeds '0,one': expected whole numbers separated by commas, " \
+                                    "e.g. 0,1,2"

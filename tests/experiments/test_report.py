@@ -111,3 +111,15 @@ def test_headline_shows_the_penalty_and_the_baseline_best_on_validation_not_on_t
     assert cells[2] == "4" and cells[3] == "0.715 ± 0.013"
     assert cells[5].startswith("+2.7 [") and ", p " in cells[5]  # vp_original's Δ accuracy in points
     assert cells[-1] == "ce_augment" and cells[7].startswith("-4.3 [")  # chosen on validation, worse on test
+
+
+def test_the_tuning_table_says_which_seeds_scored_each_search(tmp_path, repo_root):
+    _section(tmp_path / "one", "one", [None], shift=0.0)
+    for n, extra in ((50, {"seeds": [0, 1, 2]}), (100, {})):  # a record from before multi-seed scoring has no seeds
+        best = tmp_path / "tuning" / "one" / f"n_{n}" / "best_ce_dropout.json"
+        best.parent.mkdir(parents=True)
+        best.write_text(json.dumps({"arm": "ce_dropout", "n_train": n, "best_val_auc": 0.9, "trials_completed": 20,
+                                    "trials_started": 25, "search": "dropout 0–0.5; lr 0.0003–0.01 (log)", **extra}))
+    text = write_report([tmp_path / "one"], tmp_path / "report.md", repo_root, draw=False)[0].read_text()
+    assert "| 50 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0, 1, 2 | 0.9000 |" in text
+    assert "| 100 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | 0.9000 |" in text

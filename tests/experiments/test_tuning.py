@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 import pipeline.engine.data_setup as components
+from pipeline.errors import ConfigError
 from pipeline.experiments.tuning import (
     SEARCH_SPACES,
     _pruner,
@@ -31,7 +32,7 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
                  overrides=scale, study_name="spec-vp_tuned-n60", n_train=60, allow_dirty=True)
     assert len(study.trials) == 2 and study.study_name == "spec-vp_tuned-n60"
     attrs = study.trials[0].user_attrs
-    assert attrs["run_dir"].endswith("trials/vp_tuned_0") and attrs["seed"] == 0 and attrs["n_train"] == 60
+    assert attrs["run_dir"].endswith("trials/vp_tuned_0") and attrs["seeds"] == [0] and attrs["n_train"] == 60
     assert "evaluation.splits=[]" in attrs["overrides"] and len(attrs["commit"]) == 40
     assert seen_items and not any(":test:" in name for name in seen_items)  # items are named file.npz:split:index
     assert sum(":train:" in name for name in seen_items) == 60 * 2  # the subset, once per trial
@@ -40,6 +41,7 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     assert best["best_val_auc"] == max(trial.value for trial in study.trials)
     assert (best["trials_completed"], best["trials_started"]) == (2, 2)
     assert best["sampler_seed"] == sampler_seed("spec-vp_tuned-n60", 60) and best["search"] == search_ranges("vp_tuned")
+    assert best["seeds"] == [0]
     assert (tmp_path / "optuna_vp_tuned.db").is_file()
     assert best["storage"] == "SQLite optuna_vp_tuned.db in the --out folder" and str(tmp_path) not in json.dumps(best)
     trials = (tmp_path / "trials_vp_tuned.csv").read_text().splitlines()
@@ -127,3 +129,39 @@ def test_completed_trials_are_counted_not_started_ones(tmp_path, repo_root, monk
                  allow_dirty=True)
     assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "PRUNED", "PRUNED", "COMPLETE", "COMPLETE"]
     assert json.loads((tmp_path / "best_ce_dropout.json").read_text())["trials_pruned"] == 3
+
+
+def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp_path, repo_root, monkeypatch):
+    import pipeline.experiments.tuning as tuning
+
+    calls = []
+    prune_first_seed = iter([True, False, False])
+
+    class Result:
+        def __init__(self, auc: float):
+            self.best_val_auc = auc
+
+    def fake_train(config, run_dir, on_validation):
+        seed = config.training.seed
+        calls.append({"seed": seed, "data": str(config.data.path), "dir": run_dir.name, "pruning": on_validation})
+        if on_validation is not None and next(prune_first_seed):
+            on_validation.pruned_at = 3  # what the pruner callback sets when it stops a trial
+        return Result({0: 0.9, 1: 0.6, 2: 0.75}[seed])
+
+    monkeypatch.setattr(tuning, "train", fake_train)
+    study = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=2, out_dir=tmp_path,
+                 n_train=60, seeds=(0, 1, 2), allow_dirty=True)
+    assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "COMPLETE"]
+    # a trial pruned on its first seed trains no other seed; a complete one trains each seed once, in order
+    assert [call["seed"] for call in calls] == [0, 0, 1, 2, 0, 1, 2]
+    assert [call["pruning"] is not None for call in calls] == [True, True, False, False, True, False, False]
+    assert [call["dir"] for call in calls[1:4]] == ["seed_0", "seed_1", "seed_2"]
+    # every seed trains on its own subset, and on the same one in every trial
+    assert len({call["data"] for call in calls[1:4]}) == 3 and calls[1]["data"] == calls[4]["data"]
+    assert study.trials[1].value == pytest.approx(0.75)  # the mean of 0.9, 0.6 and 0.75, not the best seed
+    assert study.trials[1].user_attrs["val_auc_by_seed"] == [0.9, 0.6, 0.75]
+    best = json.loads((tmp_path / "best_ce_dropout.json").read_text())
+    assert best["seeds"] == [0, 1, 2] and best["best_val_auc"] == pytest.approx(0.75)
+    with pytest.raises(ConfigError, match="distinct seeds"):
+        tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=1, out_dir=tmp_path,
+             seeds=(1, 1), allow_dirty=True)
