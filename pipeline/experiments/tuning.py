@@ -125,8 +125,8 @@ def _sampler(arm: str, seed: int) -> optuna.samplers.BaseSampler:
 def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
          storage: str | None = None, study_name: str | None = None, n_train: int | str = FULL,
          warmup_epochs: int = 5, seeds: tuple[int, ...] = (0,), allow_dirty: bool = False) -> optuna.Study:
-    """Search ``arm``'s hyperparameters until ``trials`` trials have completed, maximizing the best validation AUC
-    of a run.
+    """Search ``arm``'s hyperparameters until ``trials`` trials have completed, maximizing a run's best validation
+    AUC, averaged over ``seeds``.
 
     A trial trains once per seed in ``seeds`` (the training seed, and the seed that draws the stratified subset of
     ``n_train`` items) and scores the mean of those runs' best validation AUC, so a setting that works on one
