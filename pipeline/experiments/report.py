@@ -363,9 +363,10 @@ def render_headline(sections: list[Section]) -> list[str]:
     """One row per (section, n) of the sections whose spec names headline arms: the reference's test accuracy and
     AUC, and each penalty arm's and the best baseline's paired differences from it in points with Holm p."""
     rows = []
+    # one column pair per penalty arm of the whole document, so sections naming fewer arms still line up
+    penalties = list(dict.fromkeys(a for s in sections for a in s.spec.get("headline", {}).get("penalty", [])))
     for section in (s for s in sections if s.spec.get("headline")):
         index = section.comparison_index()
-        penalties = section.spec["headline"].get("penalty", [])
         for n in section.sizes:
             reference = section.runs.get((section.reference, n), [])
             if not reference:
@@ -378,8 +379,7 @@ def render_headline(sections: list[Section]) -> list[str]:
                         f" | {best or '–'} |")
     if not rows:
         return []
-    arms = list(dict.fromkeys(a for s in sections for a in s.spec.get("headline", {}).get("penalty", [])))
-    columns = [f"Δ {name} {metric}" for name in [*arms, "best baseline"] for metric in ("acc", "AUC")]
+    columns = [f"Δ {name} {metric}" for name in [*penalties, "best baseline"] for metric in ("acc", "AUC")]
     title = "## Headline: the penalty against the reference and the best baseline"
     return [title, "", "Test accuracy and AUC of the reference arm (mean ± sd over seeds), and paired "
             "differences from it in points (mean [95% interval], Holm-adjusted p over the document's family) for "

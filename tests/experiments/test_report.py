@@ -113,6 +113,21 @@ def test_headline_shows_the_penalty_and_the_baseline_best_on_validation_not_on_t
     assert cells[-1] == "ce_augment" and cells[7].startswith("-4.3 [")  # chosen on validation, worse on test
 
 
+def test_headline_columns_line_up_when_sections_name_different_penalty_arms(tmp_path, repo_root):
+    for name, shift, penalty in (("one", 0.05, ["vp_original", "vp_tuned"]), ("two", 0.0, ["vp_original"])):
+        _section(tmp_path / name, name, [None], shift=shift)
+        spec = json.loads((tmp_path / name / "spec.json").read_text())
+        (tmp_path / name / "spec.json").write_text(json.dumps({**spec, "headline": {"penalty": penalty}}))
+    text = write_report([tmp_path / "one", tmp_path / "two"], tmp_path / "report.md", repo_root, draw=False)[0]
+    lines = text.read_text().split("## Headline: ")[1].split("## one")[0].splitlines()
+    header = next(line for line in lines if line.startswith("| section |"))
+    rows = [line for line in lines if line.startswith(("| one |", "| two |"))]
+    assert len(rows) == 4 and {row.count("|") for row in rows} == {header.count("|")}
+    vp_original = header.strip("|").split("|").index(" Δ vp_original acc ")
+    assert all(row.strip("|").split("|")[vp_original].strip().startswith("+") for row in rows)
+    assert all(row.strip("|").split("|")[vp_original + 2].strip() == "–" for row in rows)  # vp_tuned never ran
+
+
 def test_the_tuning_table_says_which_seeds_scored_each_search(tmp_path, repo_root):
     _section(tmp_path / "one", "one", [None], shift=0.0)
     for n, extra in ((50, {"seeds": [0, 1, 2]}), (100, {})):  # a record from before multi-seed scoring has no seeds
