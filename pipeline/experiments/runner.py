@@ -20,7 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
 from pipeline.experiments.provenance import Provenance, require_clean
 from pipeline.experiments.spec import BenchmarkSpec, arm_overrides, n_key
-from pipeline.experiments.subsets import FULL, subset_file
+from pipeline.experiments.subsets import FULL, subset_overrides
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
 
@@ -82,12 +82,11 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
         shutil.rmtree(run_dir)  # an interrupted run starts over
     overrides = [*arm_overrides(spec, arm, n), f"training.seed={seed}", "evaluation.splits=[]",
                  "training.progress_bar=false"]
-    subset = None
-    if n != FULL:
-        dataset = load_config(spec.base_config, overrides).data.path
-        path, subset = subset_file(dataset, int(n), seed, spec.runs / "subsets")
-        overrides.append(f"data.path={path.resolve()}")
     config = load_config(spec.base_config, overrides)
+    data, subset = subset_overrides(config.data.path, n, seed, spec.runs / "subsets")
+    if data:  # the subset's own file, in place of the dataset
+        overrides += data
+        config = load_config(spec.base_config, overrides)
     started = time.perf_counter()
     trained = train(config, run_dir)
     selected = {split: _split_metrics(run_dir, split, "best") for split in ("train", "val", "test")}

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, DataError
 
-__all__ = ["stratified_indices", "subset_file", "FULL"]
+__all__ = ["stratified_indices", "subset_file", "subset_overrides", "FULL"]
 
 FULL = "full"
 
@@ -78,3 +78,12 @@ def subset_file(dataset: Path, n: int, seed: int, folder: Path) -> tuple[Path, d
         np.savez(partial, **arrays)
         partial.replace(path)
     return path, record
+
+
+def subset_overrides(dataset: Path, n: int | str, seed: int, folder: Path) -> tuple[list[str], dict | None]:
+    """The ``data.path`` override that trains on the subset of n items drawn with seed (:func:`subset_file`), and
+    its record; none for the whole training split (n ``'full'``)."""
+    if n == FULL:
+        return [], None
+    path, record = subset_file(dataset, int(n), seed, folder)
+    return [f"data.path={path.resolve()}"], record

@@ -22,7 +22,7 @@ from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
 from pipeline.experiments.provenance import require_clean
 from pipeline.experiments.spec import TUNED_ARMS
-from pipeline.experiments.subsets import FULL, subset_file
+from pipeline.experiments.subsets import FULL, subset_overrides
 from pipeline.extras import require_extra
 
 optuna = require_extra("optuna", "medvp tune")
@@ -145,7 +145,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     base: Config = load_config(config_path, list(overrides))
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {list(seeds)}: expected one or more distinct seeds")
-    data = {seed: _subset_overrides(base, n_train, seed, out_dir) for seed in seeds}
+    data = {seed: subset_overrides(base.data.path, n_train, seed, out_dir / "subsets")[0] for seed in seeds}
     study_name = study_name or f"{base.output.name}-{arm}-n{n_train}"
     # One SQLite file per arm by default: concurrent first-time schema creation in one file can collide.
     database = f"optuna_{arm}.db"
@@ -192,14 +192,6 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
             "storage": recorded, "study": study.study_name, **provenance}
     (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
     return study
-
-
-def _subset_overrides(base: Config, n_train: int | str, seed: int, out_dir: Path) -> list[str]:
-    """The override that points a trial at the stratified subset of n_train items drawn with seed (none: full)."""
-    if n_train == FULL:
-        return []
-    path, _ = subset_file(base.data.path, int(n_train), seed, out_dir / "subsets")
-    return [f"data.path={path.resolve()}"]
 
 
 def storage_description(url: str) -> str:
