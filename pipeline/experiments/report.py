@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
+from pipeline.config.loader import format_validation_error
 from pipeline.errors import DataError
 from pipeline.experiments.figures import plot_curves, plot_forest, plot_learning_curves
 from pipeline.experiments.provenance import commit_exists
-from pipeline.experiments.spec import ARM_DESCRIPTIONS, n_key
+from pipeline.experiments.spec import ARM_DESCRIPTIONS, BenchmarkSpec, is_stale, n_key
 from pipeline.experiments.statistics import benjamini_hochberg, format_p, holm, paired_test, summarize
 
 __all__ = ["OUTCOMES", "Section", "load_results", "load_section", "render_headline", "render_preamble",
@@ -77,6 +79,7 @@ class Section:
     runs: dict[tuple[str, str], list[dict]]
     sizes: list[str]
     comparisons: list[dict] = field(default_factory=list)
+    stale: list[Path] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -101,20 +104,35 @@ def _size_order(n: str) -> tuple[bool, int]:
     return (n == "full", 0 if n == "full" else int(n))
 
 
-def load_results(results_dir: Path) -> tuple[dict, dict[tuple[str, str], list[dict]]]:
-    """The spec (``spec.json``) and the per-run results by (arm, n), seeds sorted."""
+def _spec_model(spec: dict, results_dir: Path) -> BenchmarkSpec:
+    """The recorded spec as the runner's model, to tell what each cell trains with now."""
+    try:
+        return BenchmarkSpec.model_validate({"results": str(results_dir), **spec})
+    except ValidationError as error:
+        raise DataError(format_validation_error(error, str(results_dir / "spec.json"), BenchmarkSpec)) from None
+
+
+def load_results(results_dir: Path) -> tuple[dict, dict[tuple[str, str], list[dict]], list[Path]]:
+    """The spec (``spec.json``), the per-run results by (arm, n) with seeds sorted, and the stale result files
+    (trained with overrides the spec no longer names, e.g. before a re-tune), which are left out of the runs."""
     spec_path = results_dir / "spec.json"
     if not spec_path.is_file():
         raise DataError(f"{results_dir}: not a benchmark results folder (no spec.json)")
     spec = json.loads(spec_path.read_text())
+    model = _spec_model(spec, results_dir)
     runs: dict[tuple[str, str], list[dict]] = {}
+    stale: list[Path] = []
     for path in sorted(results_dir.glob("**/seed_*.json")):
         result = json.loads(path.read_text())
+        if is_stale(model, result):
+            stale.append(path)
+            continue
         runs.setdefault((result["arm"], n_key(result.get("n_train", "full"))), []).append(result)
     for results in runs.values():
         results.sort(key=lambda r: r["seed"])
-    return spec, {key: runs[key] for arm in spec["arms"] for key in sorted(runs, key=lambda k: _size_order(k[1]))
-                  if key[0] == arm}
+    ordered = {key: runs[key] for arm in spec["arms"] for key in sorted(runs, key=lambda k: _size_order(k[1]))
+               if key[0] == arm}
+    return spec, ordered, stale
 
 
 def _value(result: dict, section: str | None, metric: str) -> float | None:
@@ -151,11 +169,11 @@ def _compare(section: Section) -> list[dict]:
 
 
 def load_section(results_dir: Path) -> Section:
-    spec, runs = load_results(results_dir)
+    spec, runs, stale = load_results(results_dir)
     if not runs:
         raise DataError(f"{results_dir}: no results yet")
     sizes = sorted({n for _, n in runs}, key=_size_order)
-    section = Section(results_dir, spec, runs, sizes)
+    section = Section(results_dir, spec, runs, sizes, stale=stale)
     section.comparisons = _compare(section)
     return section
 
@@ -299,8 +317,26 @@ def _tuning(section: Section) -> list[str]:
             *rows]
 
 
+def _stale_note(section: Section) -> str:
+    """The results left out because the spec's settings for their cells changed after they ran, by folder."""
+    if not section.stale:
+        return ""
+    folders: dict[str, int] = {}
+    for path in section.stale:
+        folder = path.parent.relative_to(section.path).as_posix()
+        folders[folder] = folders.get(folder, 0) + 1
+    return (f" **{len(section.stale)} stale result(s) are left out**: trained with overrides the spec no longer "
+            "names (its settings changed after they ran; `medvp benchmark` runs them again): " +
+            ", ".join(f"`{folder}/` ({count})" for folder, count in folders.items()) + ".")
+
+
 def _coverage(section: Section) -> str:
-    """How much of the spec's plan (arms x sizes x seeds) has results, and what is missing, in one sentence."""
+    """How much of the spec's plan (arms x sizes x seeds) has results, and what is missing, in one sentence; then
+    the stale results left out, if any."""
+    return _planned_runs(section) + _stale_note(section)
+
+
+def _planned_runs(section: Section) -> str:
     spec = section.spec
     sizes = [n_key(n) for n in spec.get("n_train", ["full"])]
     planned = len(spec["arms"]) * len(sizes) * len(spec["seeds"])

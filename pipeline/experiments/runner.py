@@ -19,7 +19,7 @@ from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
 from pipeline.experiments.provenance import Provenance, require_clean
-from pipeline.experiments.spec import BenchmarkSpec, arm_overrides, n_key
+from pipeline.experiments.spec import BenchmarkSpec, cell_overrides, is_stale, n_key
 from pipeline.experiments.subsets import FULL, subset_overrides
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
@@ -43,6 +43,15 @@ def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
     partial benchmark covers every arm at the sizes it reached."""
     sizes = sorted(spec.n_train, key=lambda n: (n == FULL, 0 if n == FULL else n))
     return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms]
+
+
+def recorded_state(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> str:
+    """``missing`` (no result), ``current`` (a result trained with what the spec now names) or ``stale`` (a result
+    whose recorded overrides differ: the spec's settings for the cell changed after it ran, e.g. re-tuned)."""
+    path = result_path(spec, arm, seed, n)
+    if not path.is_file():
+        return "missing"
+    return "stale" if is_stale(spec, json.loads(path.read_text(encoding="utf-8"))) else "current"
 
 
 def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
@@ -80,8 +89,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     run_dir = _run_dir(spec, arm, seed, n)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run starts over
-    overrides = [*arm_overrides(spec, arm, n), f"training.seed={seed}", "evaluation.splits=[]",
-                 "training.progress_bar=false"]
+    overrides = cell_overrides(spec, arm, seed, n)
     config = load_config(spec.base_config, overrides)
     data, subset = subset_overrides(config.data.path, n, seed, spec.runs / "subsets")
     if data:  # the subset's own file, in place of the dataset
@@ -178,12 +186,15 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
     chosen = [(n, seed, arm) for n, seed, arm in todo if (arms is None or arm in arms)
               and (sizes is None or n_key(n) in sizes) and (seeds is None or seed in seeds)]
     mine = chosen[index - 1::count]
-    finished = lambda n, seed, arm: result_path(spec, arm, seed, n).is_file()  # noqa: E731
+    stale = {cell for cell in todo if recorded_state(spec, cell[2], cell[1], cell[0]) == "stale"}
+    finished = lambda n, seed, arm: (n, seed, arm) not in stale and result_path(spec, arm, seed, n).is_file()  # noqa: E731
     done = sum(finished(*cell) for cell in todo)
     durations: list[float] = []
     started_part = time.perf_counter()
     if done:
         report(f"{done}/{len(todo)} runs already finished: skipped")
+    if stale:
+        report(f"{len(stale)} result(s) were trained with settings the spec no longer names: they run again")
     for n, seed, arm in mine:
         if finished(n, seed, arm):
             continue
@@ -199,9 +210,11 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
             if not mine_now:
                 report(f"{arm}{where} seed {seed}: being run by another process: skipped")
                 continue
-            if finished(n, seed, arm):  # the other process finished it between the check and the claim
+            if recorded_state(spec, arm, seed, n) == "current":  # another process finished it before the claim
+                stale.discard((n, seed, arm))
                 continue
             result = run_one(spec, arm, seed, n, provenance)
+            stale.discard((n, seed, arm))
         durations.append(time.perf_counter() - started)
         done = sum(finished(*cell) for cell in todo)
         remaining = sum(not finished(*cell) for cell in mine)

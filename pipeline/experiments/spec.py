@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "load_spec", "n_key", "settings_for",
-           "ARM_DESCRIPTIONS"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "cell_overrides", "is_stale", "load_spec", "n_key",
+           "settings_for", "ARM_DESCRIPTIONS"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")
@@ -165,6 +165,26 @@ def arm_overrides(spec: BenchmarkSpec, arm: str, n: int | str = "full") -> list[
         raise ConfigError(f"{spec.name}: arm {arm} needs arm_settings.{arm} (its hyperparameters from medvp tune)")
     epochs = spec.max_epochs_by_n.get(n_key(n))
     return [*spec.overrides, *ARMS[arm](settings), *([f"training.max_epochs={epochs}"] if epochs else [])]
+
+
+def cell_overrides(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = "full") -> list[str]:
+    """Everything one benchmark cell (arm, n, seed) trains with on top of the base config, as its result records it
+    (the subset's ``data.path`` aside): the arm's overrides, the seed, and no evaluation or progress bar during the
+    run. A result recording other overrides was trained with settings the spec no longer names (stale)."""
+    return [*arm_overrides(spec, arm, n), f"training.seed={seed}", "evaluation.splits=[]",
+            "training.progress_bar=false"]
+
+
+def is_stale(spec: BenchmarkSpec, result: dict) -> bool:
+    """Whether a result records overrides other than what its cell would train with now; a result that records
+    none (written before results kept them) cannot tell and counts as current."""
+    recorded = result.get("overrides")
+    if recorded is None:
+        return False
+    try:
+        return recorded != cell_overrides(spec, result["arm"], result["seed"], result.get("n_train", "full"))
+    except ConfigError:  # a tuned arm whose settings at this n the spec no longer gives
+        return True
 
 
 def load_spec(path: Path) -> BenchmarkSpec:

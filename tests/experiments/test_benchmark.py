@@ -144,6 +144,41 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
         runner.run_benchmark(scarce, lines.append, arms=["ce_dropout"], sizes=["7"], seeds=[5])
 
 
+def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_path, repo_root, monkeypatch):
+    import pipeline.experiments.runner as runner
+    from pipeline.experiments.spec import cell_overrides
+
+    spec = tiny_spec(tmp_path, repo_root, n_train="[50]").model_copy(update={
+        "arms": ["ce", "ce_dropout"], "arm_settings_by_n": {"50": {"ce_dropout": {"dropout": 0.2, "lr": 0.001}}}})
+    trained = []
+
+    def fake_run(spec, arm, seed, n="full", provenance=None):  # records what the cell trained with, as run_one does
+        trained.append((arm, seed))
+        path = runner.result_path(spec, arm, seed, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"arm": arm, "seed": seed, "n_train": n,
+                                    "overrides": cell_overrides(spec, arm, seed, n)}))
+        return {"test": {"accuracy": 0.5, "auc": 0.5}}
+
+    monkeypatch.setattr(runner, "run_one", fake_run)
+    monkeypatch.setattr(runner, "require_clean", lambda allow_dirty: {})
+    runner.run_benchmark(spec, lambda line: None)
+    assert len(trained) == 4 and runner.recorded_state(spec, "ce_dropout", 1, 50) == "current"
+    # re-tuned: ce_dropout's cells at n = 50 are stale and run again; ce's stay
+    retuned = spec.model_copy(update={"arm_settings_by_n": {"50": {"ce_dropout": {"dropout": 0.3, "lr": 0.001}}}})
+    assert runner.recorded_state(retuned, "ce_dropout", 1, 50) == "stale"
+    assert runner.recorded_state(retuned, "ce", 1, 50) == "current"
+    trained.clear()
+    lines = []
+    progress = runner.run_benchmark(retuned, lines.append)
+    assert trained == [("ce_dropout", 0), ("ce_dropout", 1)] and (progress.done, progress.total) == (4, 4)
+    assert lines[:2] == ["2/4 runs already finished: skipped",
+                         "2 result(s) were trained with settings the spec no longer names: they run again"]
+    trained.clear()
+    runner.run_benchmark(retuned, lines.append)
+    assert trained == []
+
+
 def test_a_cell_another_process_is_running_is_skipped_not_trained_twice(tmp_path, repo_root, monkeypatch):
     import multiprocessing
 

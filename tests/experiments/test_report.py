@@ -117,7 +117,8 @@ def test_headline_columns_line_up_when_sections_name_different_penalty_arms(tmp_
     for name, shift, penalty in (("one", 0.05, ["vp_original", "vp_tuned"]), ("two", 0.0, ["vp_original"])):
         _section(tmp_path / name, name, [None], shift=shift)
         spec = json.loads((tmp_path / name / "spec.json").read_text())
-        (tmp_path / name / "spec.json").write_text(json.dumps({**spec, "headline": {"penalty": penalty}}))
+        (tmp_path / name / "spec.json").write_text(json.dumps({**spec, "arms": ["ce", *penalty],
+                                                               "headline": {"penalty": penalty}}))
     text = write_report([tmp_path / "one", tmp_path / "two"], tmp_path / "report.md", repo_root, draw=False)[0]
     lines = text.read_text().split("## Headline: ")[1].split("## one")[0].splitlines()
     header = next(line for line in lines if line.startswith("| section |"))
@@ -138,3 +139,26 @@ def test_the_tuning_table_says_which_seeds_scored_each_search(tmp_path, repo_roo
     text = write_report([tmp_path / "one"], tmp_path / "report.md", repo_root, draw=False)[0].read_text()
     assert "| 50 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0, 1, 2 | 0.9000 |" in text
     assert "| 100 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | 0.9000 |" in text
+
+
+def test_a_stale_result_is_left_out_of_the_statistics_and_named(tmp_path):
+    from pipeline.experiments.report import load_section
+    from pipeline.experiments.spec import BenchmarkSpec, cell_overrides
+
+    _section(tmp_path / "one", "one", [None], shift=0.05)
+    spec = json.loads((tmp_path / "one" / "spec.json").read_text())
+    model = BenchmarkSpec.model_validate({**spec, "results": str(tmp_path / "one")})
+    stale = tmp_path / "one" / "vp_original" / "n_50" / "seed_3.json"
+    for path in (tmp_path / "one").glob("*/n_50/seed_*.json"):  # results that record what they trained with
+        result = json.loads(path.read_text())
+        recorded = ["loss.variance_weight=0.5"] if path == stale else None  # trained before the spec changed
+        result["overrides"] = recorded or cell_overrides(model, result["arm"], result["seed"], 50)
+        path.write_text(json.dumps(result))
+    section = load_section(tmp_path / "one")
+    assert section.stale == [stale]
+    assert [r["seed"] for r in section.runs[("vp_original", "50")]] == [0, 1, 2]
+    accuracy = next(c for c in section.comparisons if (c["size"], c["metric"]) == ("50", "accuracy"))
+    assert accuracy["n"] == 3
+    text = write_report([tmp_path / "one"], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
+    assert "**1 stale result(s) are left out**" in text and "`vp_original/n_50/` (1)" in text
+    assert "vp_original at n = 50 (3 of 4 seeds)" in text
