@@ -19,7 +19,7 @@ from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
 from pipeline.experiments.provenance import Provenance, require_clean
-from pipeline.experiments.spec import BenchmarkSpec, cell_overrides, is_stale, n_key
+from pipeline.experiments.spec import TUNED_ARMS, BenchmarkSpec, cell_overrides, is_stale, n_key, settings_for
 from pipeline.experiments.subsets import FULL, subset_overrides
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
@@ -38,11 +38,19 @@ def result_path(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -
     return spec.results / arm / f"n_{n_key(n)}" / f"seed_{seed}.json"
 
 
+def unsettled(spec: BenchmarkSpec) -> list[tuple[str, int | str]]:
+    """(arm, n) of every tuned arm the spec gives no settings for at that n: those cells cannot run."""
+    return [(arm, n) for n in spec.n_train for arm in spec.arms if arm in TUNED_ARMS and arm not in
+            settings_for(spec, n)]
+
+
 def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
-    """Every (n, seed, arm) of the spec in run order: smallest n first (cheap), then seeds, then arms, so a
-    partial benchmark covers every arm at the sizes it reached."""
+    """Every (n, seed, arm) of the spec that can run, in run order: smallest n first (cheap), then seeds, then
+    arms, so a partial benchmark covers every arm at the sizes it reached. A tuned arm runs only at the sizes the
+    spec gives it settings for (:func:`unsettled` names the rest)."""
     sizes = sorted(spec.n_train, key=lambda n: (n == FULL, 0 if n == FULL else n))
-    return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms]
+    blocked = set(unsettled(spec))
+    return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms if (arm, n) not in blocked]
 
 
 def recorded_state(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> str:
@@ -195,6 +203,9 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
         report(f"{done}/{len(todo)} runs already finished: skipped")
     if stale:
         report(f"{len(stale)} result(s) were trained with settings the spec no longer names: they run again")
+    if unsettled(spec):
+        report("not run (tuned arms without settings at that n; `medvp tune` finds them for arm_settings_by_n): " +
+               ", ".join(f"{arm} at n = {n_key(n)}" for arm, n in unsettled(spec)))
     for n, seed, arm in mine:
         if finished(n, seed, arm):
             continue

@@ -148,7 +148,7 @@ def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_
     import pipeline.experiments.runner as runner
     from pipeline.experiments.spec import cell_overrides
 
-    spec = tiny_spec(tmp_path, repo_root, n_train="[50]").model_copy(update={
+    spec = tiny_spec(tmp_path, repo_root, n_train="[50, full]").model_copy(update={
         "arms": ["ce", "ce_dropout"], "arm_settings_by_n": {"50": {"ce_dropout": {"dropout": 0.2, "lr": 0.001}}}})
     trained = []
 
@@ -162,17 +162,22 @@ def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_
 
     monkeypatch.setattr(runner, "run_one", fake_run)
     monkeypatch.setattr(runner, "require_clean", lambda allow_dirty: {})
-    runner.run_benchmark(spec, lambda line: None)
-    assert len(trained) == 4 and runner.recorded_state(spec, "ce_dropout", 1, 50) == "current"
+    lines = []
+    runner.run_benchmark(spec, lines.append)
+    # ce_dropout has settings at n = 50 only: it does not run on the full split, and the benchmark says so
+    assert sorted(trained) == sorted([("ce", 0), ("ce", 1)] * 2 + [("ce_dropout", 0), ("ce_dropout", 1)])
+    assert lines[0] == ("not run (tuned arms without settings at that n; `medvp tune` finds them for "
+                        "arm_settings_by_n): ce_dropout at n = full")
+    assert runner.recorded_state(spec, "ce_dropout", 1, 50) == "current"
     # re-tuned: ce_dropout's cells at n = 50 are stale and run again; ce's stay
     retuned = spec.model_copy(update={"arm_settings_by_n": {"50": {"ce_dropout": {"dropout": 0.3, "lr": 0.001}}}})
     assert runner.recorded_state(retuned, "ce_dropout", 1, 50) == "stale"
     assert runner.recorded_state(retuned, "ce", 1, 50) == "current"
     trained.clear()
-    lines = []
+    lines.clear()
     progress = runner.run_benchmark(retuned, lines.append)
-    assert trained == [("ce_dropout", 0), ("ce_dropout", 1)] and (progress.done, progress.total) == (4, 4)
-    assert lines[:2] == ["2/4 runs already finished: skipped",
+    assert trained == [("ce_dropout", 0), ("ce_dropout", 1)] and (progress.done, progress.total) == (6, 6)
+    assert lines[:2] == ["4/6 runs already finished: skipped",
                          "2 result(s) were trained with settings the spec no longer names: they run again"]
     trained.clear()
     runner.run_benchmark(retuned, lines.append)
