@@ -16,7 +16,7 @@ from pipeline.config.loader import format_validation_error
 from pipeline.errors import DataError
 from pipeline.experiments.figures import plot_curves, plot_forest, plot_learning_curves
 from pipeline.experiments.provenance import commit_exists
-from pipeline.experiments.spec import ARM_DESCRIPTIONS, BenchmarkSpec, is_stale, n_key
+from pipeline.experiments.spec import ARM_DESCRIPTIONS, BenchmarkSpec, is_stale, n_key, unsettled
 from pipeline.experiments.statistics import benjamini_hochberg, format_p, holm, paired_test, summarize
 
 __all__ = ["OUTCOMES", "Section", "load_results", "load_section", "render_headline", "render_preamble",
@@ -76,6 +76,7 @@ class Section:
 
     path: Path
     spec: dict
+    model: BenchmarkSpec
     runs: dict[tuple[str, str], list[dict]]
     sizes: list[str]
     comparisons: list[dict] = field(default_factory=list)
@@ -105,16 +106,18 @@ def _size_order(n: str) -> tuple[bool, int]:
 
 
 def _spec_model(spec: dict, results_dir: Path) -> BenchmarkSpec:
-    """The recorded spec as the runner's model, to tell what each cell trains with now."""
+    """The recorded spec as the runner's model, to tell what each cell trains with now (``results``, which every
+    recorded spec names, defaults to the folder read)."""
     try:
         return BenchmarkSpec.model_validate({"results": str(results_dir), **spec})
     except ValidationError as error:
         raise DataError(format_validation_error(error, str(results_dir / "spec.json"), BenchmarkSpec)) from None
 
 
-def load_results(results_dir: Path) -> tuple[dict, dict[tuple[str, str], list[dict]], list[Path]]:
-    """The spec (``spec.json``), the per-run results by (arm, n) with seeds sorted, and the stale result files
-    (trained with overrides the spec no longer names, e.g. before a re-tune), which are left out of the runs."""
+def load_results(results_dir: Path) -> tuple[dict, BenchmarkSpec, dict[tuple[str, str], list[dict]], list[Path]]:
+    """The spec (``spec.json``, as recorded and as the runner's model), the per-run results by (arm, n) with seeds
+    sorted, and the stale result files (trained with overrides the spec no longer names, e.g. before a re-tune, or
+    for a cell it no longer plans), which are left out of the runs."""
     spec_path = results_dir / "spec.json"
     if not spec_path.is_file():
         raise DataError(f"{results_dir}: not a benchmark results folder (no spec.json)")
@@ -123,7 +126,10 @@ def load_results(results_dir: Path) -> tuple[dict, dict[tuple[str, str], list[di
     runs: dict[tuple[str, str], list[dict]] = {}
     stale: list[Path] = []
     for path in sorted(results_dir.glob("**/seed_*.json")):
-        result = json.loads(path.read_text())
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{path}: not a result file ({error}); delete it and rerun its cell") from None
         if is_stale(model, result):
             stale.append(path)
             continue
@@ -132,7 +138,7 @@ def load_results(results_dir: Path) -> tuple[dict, dict[tuple[str, str], list[di
         results.sort(key=lambda r: r["seed"])
     ordered = {key: runs[key] for arm in spec["arms"] for key in sorted(runs, key=lambda k: _size_order(k[1]))
                if key[0] == arm}
-    return spec, ordered, stale
+    return spec, model, ordered, stale
 
 
 def _value(result: dict, section: str | None, metric: str) -> float | None:
@@ -169,11 +175,11 @@ def _compare(section: Section) -> list[dict]:
 
 
 def load_section(results_dir: Path) -> Section:
-    spec, runs, stale = load_results(results_dir)
+    spec, model, runs, stale = load_results(results_dir)
     if not runs:
         raise DataError(f"{results_dir}: no results yet")
     sizes = sorted({n for _, n in runs}, key=_size_order)
-    section = Section(results_dir, spec, runs, sizes, stale=stale)
+    section = Section(results_dir, spec, model, runs, sizes, stale=stale)
     section.comparisons = _compare(section)
     return section
 
@@ -326,7 +332,8 @@ def _stale_note(section: Section) -> str:
         folder = path.parent.relative_to(section.path).as_posix()
         folders[folder] = folders.get(folder, 0) + 1
     return (f" **{len(section.stale)} stale result(s) are left out**: trained with overrides the spec no longer "
-            "names (its settings changed after they ran; `medvp benchmark` runs them again): " +
+            "names for their cells (settings changed after they ran: `medvp benchmark` runs them again), or for "
+            "cells it no longer plans: " +
             ", ".join(f"`{folder}/` ({count})" for folder, count in folders.items()) + ".")
 
 
@@ -336,24 +343,44 @@ def _coverage(section: Section) -> str:
     return _planned_runs(section) + _stale_note(section)
 
 
+def _awaiting_settings(section: Section) -> str:
+    """The tuned arms the runner cannot train yet (no settings at that n), grouped: 'a, b at n = 50, full'."""
+    by_n: dict[str, list[str]] = {}
+    for arm, n in unsettled(section.model):
+        by_n.setdefault(n_key(n), []).append(arm)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n, arms in by_n.items():
+        groups.setdefault(tuple(arms), []).append(n)
+    return "; ".join(f"{', '.join(arms)} at n = {', '.join(sizes)}" for arms, sizes in groups.items())
+
+
 def _planned_runs(section: Section) -> str:
-    spec = section.spec
-    sizes = [n_key(n) for n in spec.get("n_train", ["full"])]
-    planned = len(spec["arms"]) * len(sizes) * len(spec["seeds"])
-    done = len(section.all_runs())
+    """Recorded against planned runs (arms x sizes x seeds), and what is missing: partly run, not run, and the
+    tuned arms still waiting for settings (which the runner cannot train)."""
+    spec, seeds = section.spec, len(section.model.seeds)
+    sizes = [n_key(n) for n in section.model.n_train]
+    planned, done = len(spec["arms"]) * len(sizes) * seeds, len(section.all_runs())
     if done >= planned:
         return f"All {planned} planned runs are recorded."
+    waiting = {(arm, n_key(n)) for arm, n in unsettled(section.model)}
     missing = [(arm, n) for arm in spec["arms"] for n in sizes
-               if len(section.runs.get((arm, n), [])) < len(spec["seeds"])]
-    absent = sorted({arm for arm, n in missing if (arm, n) not in section.runs})
-    partial = [f"{arm} at n = {n} ({len(section.runs[(arm, n)])} of {len(spec['seeds'])} seeds)"
+               if len(section.runs.get((arm, n), [])) < seeds and (arm, n) not in waiting]
+    partial = [f"{arm} at n = {n} ({len(section.runs[(arm, n)])} of {seeds} seeds)"
                for arm, n in missing if (arm, n) in section.runs]
-    never = [arm for arm in absent if not any(key[0] == arm for key in section.runs)]
+    never = sorted({arm for arm, _ in missing if not any(key[0] == arm for key in section.runs)})
+    sizes_missed: dict[str, list[str]] = {}
+    for arm, n in missing:
+        if (arm, n) not in section.runs and arm not in never:
+            sizes_missed.setdefault(arm, []).append(n)
+    unreached = [f"{arm} at n = {', '.join(ns)}" for arm, ns in sizes_missed.items()]
+    awaiting = _awaiting_settings(section)
     return (f"**Partial: {done} of {planned} planned runs** (arms × n × seeds) are recorded" +
             (f"; partly run: {', '.join(partial)}" if partial else "") +
             (f"; not run at all: {', '.join(never)}" if never else "") +
+            (f"; not run at some sizes: {'; '.join(unreached)}" if unreached else "") +
             (f"; sizes not reached: {', '.join(n for n in sizes if n not in section.sizes)}"
-             if any(n not in section.sizes for n in sizes) else "") + ".")
+             if any(n not in section.sizes for n in sizes) else "") +
+            (f"; tuned arms not run for want of settings (`medvp tune`): {awaiting}" if awaiting else "") + ".")
 
 
 def _search_table(section: Section) -> list[str]:
@@ -469,8 +496,7 @@ def render_preamble(sections: list[Section], tests: int, untraceable: int) -> st
     cpus = sorted({_cpu(run) for run in runs})
     threads = sorted({_threads(run) for run in runs}, key=lambda t: (t == "?", t))
     folders = ", ".join(f"`{section.path.name}/`" for section in sections)
-    planned = {s.name: len(s.spec["arms"]) * len(s.spec["seeds"]) * len(s.spec.get("n_train", ["full"]))
-               for s in sections}
+    planned = {s.name: len(s.model.arms) * len(s.model.seeds) * len(s.model.n_train) for s in sections}
     listing = "; ".join(f"`{s.name}` ({len(s.all_runs())} of {planned[s.name]} planned runs; n = "
                         f"{', '.join(s.sizes)})" for s in sections)
     thread_note = f"{' or '.join(threads)} thread(s) per run"

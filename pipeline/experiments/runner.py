@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +15,12 @@ from filelock import FileLock, Timeout
 
 from pipeline.config import load_config
 from pipeline.engine import RunDir, predict_split, train
+from pipeline.engine.checkpoint import write_run_file
 from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
 from pipeline.experiments.provenance import Provenance, require_clean
-from pipeline.experiments.spec import TUNED_ARMS, BenchmarkSpec, cell_overrides, is_stale, n_key, settings_for
+from pipeline.experiments.spec import BenchmarkSpec, cell_overrides, cells, is_stale, n_key, unsettled
 from pipeline.experiments.subsets import FULL, subset_overrides
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
@@ -38,28 +39,37 @@ def result_path(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -
     return spec.results / arm / f"n_{n_key(n)}" / f"seed_{seed}.json"
 
 
-def unsettled(spec: BenchmarkSpec) -> list[tuple[str, int | str]]:
-    """(arm, n) of every tuned arm the spec gives no settings for at that n: those cells cannot run."""
-    return [(arm, n) for n in spec.n_train for arm in spec.arms if arm in TUNED_ARMS and arm not in
-            settings_for(spec, n)]
-
-
-def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
-    """Every (n, seed, arm) of the spec that can run, in run order: smallest n first (cheap), then seeds, then
-    arms, so a partial benchmark covers every arm at the sizes it reached. A tuned arm runs only at the sizes the
-    spec gives it settings for (:func:`unsettled` names the rest)."""
-    sizes = sorted(spec.n_train, key=lambda n: (n == FULL, 0 if n == FULL else n))
-    blocked = set(unsettled(spec))
-    return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms if (arm, n) not in blocked]
-
-
 def recorded_state(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> str:
-    """``missing`` (no result), ``current`` (a result trained with what the spec now names) or ``stale`` (a result
-    whose recorded overrides differ: the spec's settings for the cell changed after it ran, e.g. re-tuned)."""
+    """``missing`` (no result, or one cut short by a crash while it was written), ``current`` (a result trained
+    with what the spec now names) or ``stale`` (its recorded overrides differ: the spec's settings for the cell
+    changed after it ran, e.g. re-tuned)."""
     path = result_path(spec, arm, seed, n)
     if not path.is_file():
         return "missing"
-    return "stale" if is_stale(spec, json.loads(path.read_text(encoding="utf-8"))) else "current"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logger.warning("%s: not a complete result (cut short?): the cell runs again", path)
+        return "missing"
+    return "stale" if is_stale(spec, result) else "current"
+
+
+def _state_reader(spec: BenchmarkSpec) -> Callable[[int | str, int, str], str]:
+    """:func:`recorded_state` by (n, seed, arm), reading a result file again only when it changed (a benchmark
+    asks about every cell after each run, and another process may write any of them)."""
+    seen: dict[Path, tuple[int, str]] = {}
+
+    def state(n: int | str, seed: int, arm: str) -> str:
+        path = result_path(spec, arm, seed, n)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return "missing"
+        if seen.get(path, (None,))[0] != stamp:
+            seen[path] = (stamp, recorded_state(spec, arm, seed, n))
+        return seen[path][1]
+
+    return state
 
 
 def _split_metrics(run_dir: Path, split: str, which: str) -> dict:
@@ -130,7 +140,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     }
     path = result_path(spec, arm, seed, n)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(result), indent=1), encoding="utf-8")
+    write_run_file(path, json.dumps(json_safe(result), indent=1))  # atomic: a crash leaves no half-written result
     return result
 
 
@@ -194,15 +204,16 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
     chosen = [(n, seed, arm) for n, seed, arm in todo if (arms is None or arm in arms)
               and (sizes is None or n_key(n) in sizes) and (seeds is None or seed in seeds)]
     mine = chosen[index - 1::count]
-    stale = {cell for cell in todo if recorded_state(spec, cell[2], cell[1], cell[0]) == "stale"}
-    finished = lambda n, seed, arm: (n, seed, arm) not in stale and result_path(spec, arm, seed, n).is_file()  # noqa: E731
+    state = _state_reader(spec)
+    finished = lambda n, seed, arm: state(n, seed, arm) == "current"  # noqa: E731
     done = sum(finished(*cell) for cell in todo)
     durations: list[float] = []
     started_part = time.perf_counter()
     if done:
         report(f"{done}/{len(todo)} runs already finished: skipped")
+    stale = sum(state(*cell) == "stale" for cell in mine)
     if stale:
-        report(f"{len(stale)} result(s) were trained with settings the spec no longer names: they run again")
+        report(f"{stale} result(s) were trained with settings the spec no longer names: they run again")
     if unsettled(spec):
         report("not run (tuned arms without settings at that n; `medvp tune` finds them for arm_settings_by_n): " +
                ", ".join(f"{arm} at n = {n_key(n)}" for arm, n in unsettled(spec)))
@@ -221,11 +232,9 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
             if not mine_now:
                 report(f"{arm}{where} seed {seed}: being run by another process: skipped")
                 continue
-            if recorded_state(spec, arm, seed, n) == "current":  # another process finished it before the claim
-                stale.discard((n, seed, arm))
+            if finished(n, seed, arm):  # another process finished it between the check and the claim
                 continue
             result = run_one(spec, arm, seed, n, provenance)
-            stale.discard((n, seed, arm))
         durations.append(time.perf_counter() - started)
         done = sum(finished(*cell) for cell in todo)
         remaining = sum(not finished(*cell) for cell in mine)

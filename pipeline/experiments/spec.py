@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "cell_overrides", "is_stale", "load_spec", "n_key",
-           "settings_for", "ARM_DESCRIPTIONS"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "cell_overrides", "cells", "has_settings",
+           "is_stale", "load_spec", "n_key", "settings_for", "unsettled", "UNATTENDED", "ARM_DESCRIPTIONS"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")
@@ -158,33 +158,56 @@ def settings_for(spec: BenchmarkSpec, n: int | str) -> dict[str, dict]:
     return {**spec.arm_settings, **spec.arm_settings_by_n.get(n_key(n), {})}
 
 
+def has_settings(spec: BenchmarkSpec, arm: str, n: int | str = "full") -> bool:
+    """Whether ``arm`` can train at subset size n: an untuned arm always can, a tuned one when the spec gives its
+    settings there."""
+    return arm not in TUNED_ARMS or arm in settings_for(spec, n)
+
+
 def arm_overrides(spec: BenchmarkSpec, arm: str, n: int | str = "full") -> list[str]:
     """The ``--set`` overrides that make the base config into ``arm`` (at subset size n: its epochs and settings)."""
-    settings = settings_for(spec, n)
-    if arm in TUNED_ARMS and arm not in settings:
+    if not has_settings(spec, arm, n):
         raise ConfigError(f"{spec.name}: arm {arm} needs arm_settings.{arm} (its hyperparameters from medvp tune)")
     epochs = spec.max_epochs_by_n.get(n_key(n))
-    return [*spec.overrides, *ARMS[arm](settings), *([f"training.max_epochs={epochs}"] if epochs else [])]
+    return [*spec.overrides, *ARMS[arm](settings_for(spec, n)), *([f"training.max_epochs={epochs}"] if epochs else [])]
+
+
+#: what every unattended run (a benchmark cell, a tuning trial) adds: no evaluation splits after training (the
+#: runner and the tuner measure what they need themselves) and no progress bar
+UNATTENDED = ["evaluation.splits=[]", "training.progress_bar=false"]
 
 
 def cell_overrides(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = "full") -> list[str]:
     """Everything one benchmark cell (arm, n, seed) trains with on top of the base config, as its result records it
-    (the subset's ``data.path`` aside): the arm's overrides, the seed, and no evaluation or progress bar during the
-    run. A result recording other overrides was trained with settings the spec no longer names (stale)."""
-    return [*arm_overrides(spec, arm, n), f"training.seed={seed}", "evaluation.splits=[]",
-            "training.progress_bar=false"]
+    (the subset's ``data.path`` aside): the arm's overrides, the seed and :data:`UNATTENDED`. A result recording
+    other overrides was trained with settings the spec no longer names (stale)."""
+    return [*arm_overrides(spec, arm, n), f"training.seed={seed}", *UNATTENDED]
+
+
+def unsettled(spec: BenchmarkSpec) -> list[tuple[str, int | str]]:
+    """(arm, n) of every tuned arm the spec gives no settings for at that n: those cells cannot run."""
+    return [(arm, n) for n in spec.n_train for arm in spec.arms if not has_settings(spec, arm, n)]
+
+
+def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
+    """Every (n, seed, arm) the spec plans, in run order: smallest n first (cheap), then seeds, then arms, so a
+    partial benchmark covers every arm at the sizes it reached. A tuned arm is planned only at the sizes the spec
+    gives it settings for (:func:`unsettled` names the rest)."""
+    sizes = sorted(spec.n_train, key=lambda n: (n == "full", 0 if n == "full" else n))
+    return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms if has_settings(spec, arm, n)]
 
 
 def is_stale(spec: BenchmarkSpec, result: dict) -> bool:
-    """Whether a result records overrides other than what its cell would train with now; a result that records
-    none (written before results kept them) cannot tell and counts as current."""
+    """Whether a result is not what its cell would train now: it records other overrides, or its cell is no
+    longer planned (an arm or size the spec dropped, a tuned arm without settings there). A result that records
+    no overrides (written before results kept them) cannot tell and counts as current."""
     recorded = result.get("overrides")
     if recorded is None:
         return False
-    try:
-        return recorded != cell_overrides(spec, result["arm"], result["seed"], result.get("n_train", "full"))
-    except ConfigError:  # a tuned arm whose settings at this n the spec no longer gives
+    arm, n = result["arm"], result.get("n_train", "full")
+    if arm not in spec.arms or n not in spec.n_train or not has_settings(spec, arm, n):
         return True
+    return recorded != cell_overrides(spec, arm, result["seed"], n)
 
 
 def load_spec(path: Path) -> BenchmarkSpec:

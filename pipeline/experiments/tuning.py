@@ -21,7 +21,7 @@ from pipeline.engine import train
 from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
 from pipeline.experiments.provenance import require_clean
-from pipeline.experiments.spec import TUNED_ARMS
+from pipeline.experiments.spec import TUNED_ARMS, UNATTENDED
 from pipeline.experiments.subsets import FULL, subset_overrides
 from pipeline.extras import require_extra
 
@@ -159,7 +159,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
 
     def objective(trial: optuna.Trial) -> float:
         params = {dimension.name: dimension.suggest(trial) for dimension in SEARCH_SPACES[arm]}
-        trial_set = [*overrides, *trial_overrides(arm, params), "evaluation.splits=[]", "training.progress_bar=false"]
+        trial_set = [*overrides, *trial_overrides(arm, params), *UNATTENDED]
         run_dir = out_dir / "trials" / f"{arm}_{trial.number}"
         for key, value in {"run_dir": run_dir.as_posix(), "overrides": trial_set, "seeds": list(seeds),
                            "n_train": n_train, "commit": provenance["commit"],

@@ -5,6 +5,7 @@ import pytest
 import pipeline.experiments.provenance as provenance
 from pipeline.errors import ConfigError
 from pipeline.experiments import arm_overrides, load_spec, run_benchmark, write_report
+from pipeline.experiments.runner import recorded_state
 
 
 def tiny_spec(tmp_path, repo_root, n_train="[full]"):
@@ -45,6 +46,8 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
                                    "loss_train_minus_test"}
     assert "test_last_epoch" in result and result["best_epoch"] == 1 and len(result["history"]) == 1
     assert result["subset"]["n_train"] == 40 and sum(result["subset"]["class_counts"].values()) == 40
+    # what a run records is what the staleness check compares with: a fresh result is current
+    assert all(recorded_state(spec, arm, seed, 40) == "current" for arm in ("ce", "vp_original") for seed in (0, 1))
     assert result["train_last_epoch"]["accuracy"] >= 0 and result["val_last_epoch"]["nll"] > 0
     assert result["dirty"] is True and len(result["commit"]) == 40 and result["threads"] >= 1 and result["cpu"]
     assert {"torch", "monai", "numpy", "scipy", "optuna", "pytorch-ignite"} <= set(result["versions"])
@@ -146,7 +149,7 @@ def test_shards_split_the_pairs_and_a_time_limit_stops_between_runs(tmp_path, re
 
 def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_path, repo_root, monkeypatch):
     import pipeline.experiments.runner as runner
-    from pipeline.experiments.spec import cell_overrides
+    from pipeline.experiments.spec import cell_overrides, is_stale
 
     spec = tiny_spec(tmp_path, repo_root, n_train="[50, full]").model_copy(update={
         "arms": ["ce", "ce_dropout"], "arm_settings_by_n": {"50": {"ce_dropout": {"dropout": 0.2, "lr": 0.001}}}})
@@ -182,6 +185,15 @@ def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_
     trained.clear()
     runner.run_benchmark(retuned, lines.append)
     assert trained == []
+    # a result cut short by a crash while it was written runs again; so does one for a cell no longer planned
+    runner.result_path(retuned, "ce", 0, 50).write_text('{"arm": "ce", "seed": 0, "n_train": 50, "overr')
+    assert runner.recorded_state(retuned, "ce", 0, 50) == "missing"
+    runner.run_benchmark(retuned, lines.append)
+    assert trained == [("ce", 0)]
+    assert is_stale(retuned.model_copy(update={"arm_settings_by_n": {}}), json.loads(
+        runner.result_path(retuned, "ce_dropout", 0, 50).read_text()))
+    assert is_stale(retuned.model_copy(update={"arms": ["ce"]}), {"arm": "ce_dropout", "seed": 0, "n_train": 50,
+                                                                   "overrides": []})
 
 
 def test_a_cell_another_process_is_running_is_skipped_not_trained_twice(tmp_path, repo_root, monkeypatch):

@@ -162,3 +162,16 @@ def test_a_stale_result_is_left_out_of_the_statistics_and_named(tmp_path):
     text = write_report([tmp_path / "one"], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
     assert "**1 stale result(s) are left out**" in text and "`vp_original/n_50/` (1)" in text
     assert "vp_original at n = 50 (3 of 4 seeds)" in text
+
+
+def test_coverage_names_tuned_arms_waiting_for_settings_and_arms_missing_at_some_sizes(tmp_path):
+    _section(tmp_path / "one", "one", [None], shift=0.05)
+    spec = json.loads((tmp_path / "one" / "spec.json").read_text())
+    spec = {**spec, "arms": ["ce", "vp_original", "vp_tuned", "vp_augment"], "n_train": [50, 100, 200],
+            "arm_settings_by_n": {"200": {"vp_tuned": {"variance_weight": 0.1}}}}
+    (tmp_path / "one" / "spec.json").write_text(json.dumps(spec))
+    text = write_report([tmp_path / "one"], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
+    coverage = next(line for line in text.splitlines() if line.startswith("**Partial: 16 of 48 planned runs**"))
+    assert "not run at all: vp_augment" in coverage
+    assert "not run at some sizes: ce at n = 200; vp_original at n = 200" in coverage
+    assert coverage.endswith("tuned arms not run for want of settings (`medvp tune`): vp_tuned at n = 50, 100.")
