@@ -16,7 +16,7 @@ from pipeline.config.loader import format_validation_error
 from pipeline.errors import DataError
 from pipeline.experiments.figures import plot_curves, plot_forest, plot_learning_curves
 from pipeline.experiments.provenance import commit_exists
-from pipeline.experiments.spec import ARM_DESCRIPTIONS, BenchmarkSpec, is_stale, n_key, unsettled
+from pipeline.experiments.spec import ARM_DESCRIPTIONS, BenchmarkSpec, describe_unsettled, is_stale, n_key, unsettled
 from pipeline.experiments.statistics import benjamini_hochberg, format_p, holm, paired_test, summarize
 
 __all__ = ["OUTCOMES", "Section", "load_results", "load_section", "render_headline", "render_preamble",
@@ -343,17 +343,6 @@ def _coverage(section: Section) -> str:
     return _planned_runs(section) + _stale_note(section)
 
 
-def _awaiting_settings(section: Section) -> str:
-    """The tuned arms the runner cannot train yet (no settings at that n), grouped: 'a, b at n = 50, full'."""
-    by_n: dict[str, list[str]] = {}
-    for arm, n in unsettled(section.model):
-        by_n.setdefault(n_key(n), []).append(arm)
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for n, arms in by_n.items():
-        groups.setdefault(tuple(arms), []).append(n)
-    return "; ".join(f"{', '.join(arms)} at n = {', '.join(sizes)}" for arms, sizes in groups.items())
-
-
 def _planned_runs(section: Section) -> str:
     """Recorded against planned runs (arms x sizes x seeds), and what is missing: partly run, not run, and the
     tuned arms still waiting for settings (which the runner cannot train)."""
@@ -373,7 +362,7 @@ def _planned_runs(section: Section) -> str:
         if (arm, n) not in section.runs and arm not in never:
             sizes_missed.setdefault(arm, []).append(n)
     unreached = [f"{arm} at n = {', '.join(ns)}" for arm, ns in sizes_missed.items()]
-    awaiting = _awaiting_settings(section)
+    awaiting = describe_unsettled(section.model)
     return (f"**Partial: {done} of {planned} planned runs** (arms × n × seeds) are recorded" +
             (f"; partly run: {', '.join(partial)}" if partial else "") +
             (f"; not run at all: {', '.join(never)}" if never else "") +

@@ -20,7 +20,15 @@ from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
 from pipeline.experiments.provenance import Provenance, require_clean
-from pipeline.experiments.spec import BenchmarkSpec, cell_overrides, cells, is_stale, n_key, unsettled
+from pipeline.experiments.spec import (
+    BenchmarkSpec,
+    cell_overrides,
+    cells,
+    describe_unsettled,
+    is_stale,
+    n_key,
+    unsettled,
+)
 from pipeline.experiments.subsets import FULL, subset_overrides
 
 __all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
@@ -216,7 +224,7 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
         report(f"{stale} result(s) were trained with settings the spec no longer names: they run again")
     if unsettled(spec):
         report("not run (tuned arms without settings at that n; `medvp tune` finds them for arm_settings_by_n): " +
-               ", ".join(f"{arm} at n = {n_key(n)}" for arm, n in unsettled(spec)))
+               describe_unsettled(spec))
     for n, seed, arm in mine:
         if finished(n, seed, arm):
             continue

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.config.loader import format_validation_error, read_yaml
 from pipeline.errors import ConfigError
 
-__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "cell_overrides", "cells", "has_settings",
-           "is_stale", "load_spec", "n_key", "settings_for", "unsettled", "UNATTENDED", "ARM_DESCRIPTIONS"]
+__all__ = ["BenchmarkSpec", "ARMS", "TUNED_ARMS", "arm_overrides", "cell_overrides", "cells", "describe_unsettled",
+           "has_settings", "is_stale", "load_spec", "n_key", "settings_for", "unsettled", "UNATTENDED",
+           "ARM_DESCRIPTIONS"]
 
 _SAFE_AUGMENTATION = ("[{name: rotate, degrees: 10, prob: 0.5}, {name: translate, fraction: 0.1, prob: 0.5}, "
                       "{name: zoom, range: [0.9, 1.1], prob: 0.5}]")
@@ -187,6 +188,17 @@ def cell_overrides(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = "ful
 def unsettled(spec: BenchmarkSpec) -> list[tuple[str, int | str]]:
     """(arm, n) of every tuned arm the spec gives no settings for at that n: those cells cannot run."""
     return [(arm, n) for n in spec.n_train for arm in spec.arms if not has_settings(spec, arm, n)]
+
+
+def describe_unsettled(spec: BenchmarkSpec) -> str:
+    """:func:`unsettled` in words, arms grouped by the sizes they wait at: 'a, b at n = 50, full'; '' if none."""
+    by_n: dict[str, list[str]] = {}
+    for arm, n in unsettled(spec):
+        by_n.setdefault(n_key(n), []).append(arm)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n, arms in by_n.items():
+        groups.setdefault(tuple(arms), []).append(n)
+    return "; ".join(f"{', '.join(arms)} at n = {', '.join(sizes)}" for arms, sizes in groups.items())
 
 
 def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
