@@ -61,8 +61,10 @@ the chance of any false positive among them, Benjamini–Hochberg's the expected
 Holm column for claims. Outcomes include threshold-free ones (AUC, NLL, ECE) beside thresholded ones (accuracy,
 balanced accuracy, sensitivity, specificity: all at the 0.5 threshold, so a shift of the scores moves them
 together while AUC stays put), and the generalization gap at the selected checkpoint (train minus validation, in
-accuracy and NLL) as an outcome of its own, since shrinking it is what the method claims. p-values print as
-`< 0.001` below 0.001.
+accuracy and NLL) as an outcome of its own, since shrinking it is what the method claims. "one class" counts the
+runs whose test predictions were all one class at that threshold (sensitivity 1 and specificity 0, or the
+reverse): a run that collapsed to a constant classifier, which pulls an arm's mean accuracy down by itself.
+p-values print as `< 0.001` below 0.001.
 
 Budget and hardware: {runs} runs, {hours:.1f} h of wall-clock time in all ({cpus}; {threads}). Times are from
 shared machines with other jobs running: they show the order of cost, not throughput (`docs/performance.md`).
@@ -198,12 +200,30 @@ def _cell(values: list[float], digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f}" if s["sd"] is None else f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
 
-def _arm_table(section: Section, n: str, columns: tuple) -> list[str]:
-    lines = ["| arm | seeds | " + " | ".join(title for _, _, title in columns) + " |",
-             "|---|---|" + "---|" * len(columns)]
+def _predicts_one_class(split: dict) -> bool | None:
+    """Whether a binary run's predictions on a split (its recorded metrics) were all one class at the 0.5
+    threshold: sensitivity 1 and specificity 0, or the reverse (a collapse to a constant classifier). None where
+    the split has no sensitivity and specificity (multi-class)."""
+    sensitivity, specificity = split.get("sensitivity"), split.get("specificity")
+    if sensitivity is None or specificity is None:
+        return None
+    return {sensitivity, specificity} == {0.0, 1.0}
+
+
+def _one_class_cell(results: list[dict]) -> str:
+    flags = [_predicts_one_class(r.get("test", {})) for r in results]
+    return "–" if None in flags else str(sum(flags))
+
+
+def _arm_table(section: Section, n: str, columns: tuple, one_class: bool = False) -> list[str]:
+    """Mean ± sd over seeds of each column per arm at n; ``one_class`` adds how many runs' test predictions were
+    all one class."""
+    extra = ["one class"] if one_class else []
+    lines = ["| arm | seeds | " + " | ".join([*extra, *(title for _, _, title in columns)]) + " |",
+             "|---|---|" + "---|" * (len(columns) + len(extra))]
     for arm in section.arms_at(n):
         results = section.runs[(arm, n)]
-        cells = []
+        cells = [_one_class_cell(results)] if one_class else []
         for part, metric, _ in columns:
             values = [v for v in (_value(r, part, metric) for r in results) if v is not None]
             cells.append(_cell(values, 1 if part is None else 3) if values else "n/a")
@@ -455,7 +475,8 @@ def render_section(section: Section, figures: Path, link: str, repository: Path,
              "read once per run, after training.", "", _coverage(section), "", *provenance]
     for n in section.sizes:
         heading = "Whole training split" if n == "full" else f"n = {n} training items"
-        lines += ["", f"### {heading}" if section.sizes != ["full"] else "", "", *_arm_table(section, n, _ARM_TABLE),
+        lines += ["", f"### {heading}" if section.sizes != ["full"] else "", "",
+                  *_arm_table(section, n, _ARM_TABLE, one_class=True),
                   "", "Generalization gaps at the selected checkpoint, epochs and training time:", "",
                   *_arm_table(section, n, _GAP_TABLE), *_overfitting(section, n)]
     if spec.get("published"):

@@ -175,3 +175,29 @@ def test_coverage_names_tuned_arms_waiting_for_settings_and_arms_missing_at_some
     assert "not run at all: vp_augment" in coverage
     assert "not run at some sizes: ce at n = 200; vp_original at n = 200" in coverage
     assert coverage.endswith("tuned arms not run for want of settings (`medvp tune`): vp_tuned at n = 50, 100.")
+
+
+def test_the_arm_table_counts_runs_whose_test_predictions_were_all_one_class(tmp_path):
+    _section(tmp_path / "one", "one", [None], shift=0.05)
+    collapsed = {(arm, seed): (1.0, 0.0) if arm == "ce" else (0.0, 1.0)
+                 for arm, seed in (("ce", 1), ("ce", 3), ("vp_original", 2))}
+    for (arm, seed), (sensitivity, specificity) in collapsed.items():
+        path = tmp_path / "one" / arm / "n_100" / f"seed_{seed}.json"
+        result = json.loads(path.read_text())
+        result["test"] = {**result["test"], "sensitivity": sensitivity, "specificity": specificity}
+        path.write_text(json.dumps(result))
+    # a run with sensitivity 1 but specificity above 0 predicted both classes
+    path = tmp_path / "one" / "vp_original" / "n_100" / "seed_0.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "test": {**result["test"], "sensitivity": 1.0, "specificity": 0.02}}))
+    text = write_report([tmp_path / "one"], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
+    at_50, at_100 = text.split("### n = 50 training items")[1].split("### n = 100 training items")
+    assert "| arm | seeds | one class | test acc |" in at_50
+    assert "| ce | 4 | 0 | " in at_50 and "| vp_original | 4 | 0 | " in at_50
+    assert "| ce | 4 | 2 | " in at_100 and "| vp_original | 4 | 1 | " in at_100
+    # multi-class results record no sensitivity and specificity: the count is not known
+    for path in (tmp_path / "one").glob("ce/n_50/seed_*.json"):
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "test": {"accuracy": 0.8, "auc": 0.9}}))
+    text = write_report([tmp_path / "one"], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
+    assert "| ce | 4 | – | 0.800 ± 0.000 |" in text.split("### n = 50 training items")[1]
