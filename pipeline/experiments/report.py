@@ -63,7 +63,8 @@ balanced accuracy, sensitivity, specificity: all at the 0.5 threshold, so a shif
 together while AUC stays put), and the generalization gap at the selected checkpoint (train minus validation, in
 accuracy and NLL) as an outcome of its own, since shrinking it is what the method claims. "one class" counts the
 runs whose test predictions were all one class at that threshold (sensitivity 1 and specificity 0, or the
-reverse): a run that collapsed to a constant classifier, which pulls an arm's mean accuracy down by itself.
+reverse): a constant classifier at 0.5 whether or not its scores still rank the images (its AUC says which), and
+one such run pulls an arm's mean accuracy down by itself.
 p-values print as `< 0.001` below 0.001.
 
 Budget and hardware: {runs} runs, {hours:.1f} h of wall-clock time in all ({cpus}; {threads}). Times are from
@@ -202,7 +203,7 @@ def _cell(values: list[float], digits: int = 3) -> str:
 
 def _predicts_one_class(split: dict) -> bool | None:
     """Whether a binary run's predictions on a split (its recorded metrics) were all one class at the 0.5
-    threshold: sensitivity 1 and specificity 0, or the reverse (a collapse to a constant classifier). None where
+    threshold: sensitivity 1 and specificity 0, or the reverse (its scores may still rank the cases). None where
     the split has no sensitivity and specificity (multi-class)."""
     sensitivity, specificity = split.get("sensitivity"), split.get("specificity")
     if sensitivity is None or specificity is None:
