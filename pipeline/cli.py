@@ -15,6 +15,7 @@ from multiprocessing.dummy import DummyProcess
 from pathlib import Path
 
 from pipeline.errors import ConfigError, MedvpError, StorageError, os_reason, storage_cause
+from pipeline.kinds import SelectionMetric
 
 __all__ = ["main", "build_parser"]
 
@@ -257,8 +258,11 @@ def _train(args: argparse.Namespace) -> int:
         result = train(config, run_dir, resume=resume)
     if not context.is_main:
         return 0
+    chosen = f"validation AUC {result.best_val_auc:.4f}"
+    if result.selection_metric is SelectionMetric.VAL_LOSS:
+        chosen = f"validation loss {result.best_val_loss:.4f} (AUC {result.best_val_auc:.4f})"
     print(f"\ntrained {result.epochs_run} epoch{'s' * (result.epochs_run != 1)} in {result.seconds:.1f} s; best "
-          f"validation AUC {result.best_val_auc:.4f} at epoch {result.best_epoch}")
+          f"{chosen} at epoch {result.best_epoch}")
     phases = {"start-up": train_started - args.started, "data": result.timings.get("data", 0.0),
               "training": (result.seconds, {"validation": result.timings.get("validation", 0.0)})}
     for split in config.evaluation.splits:

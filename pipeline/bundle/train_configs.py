@@ -18,9 +18,7 @@ from pipeline.data.loading import item_transform_defs
 from pipeline.engine.data_setup import dicom_options
 from pipeline.networks import NetworkSpec
 
-__all__ = ["KEY_METRIC", "train_config", "evaluate_config", "multi_gpu_config"]
-
-KEY_METRIC = "val_auc"
+__all__ = ["train_config", "evaluate_config", "multi_gpu_config"]
 _DATA_KEYS = ("source", "task", "class_names", "spatial_dims", "on_bad_item", "split_fractions", "split_seed", "dicom")
 
 
@@ -52,6 +50,17 @@ def _transforms(config: Config, info: DatasetInfo) -> dict[str, Any]:
     passes MedMNIST arrays through, the deterministic preprocessing and the geometry check), as components."""
     return {"_target_": "Compose",
             "transforms": item_transform_defs(config.preprocessing, info.spatial_dims, dicom_options(config))}
+
+
+def _validation_metrics(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(key metric, the other metrics) of validation, as the engine's evaluator has them: the key metric is the
+    run's ``training.selection_metric``."""
+    metrics = {"val_auc": {"_target_": "ROCAUC", "output_transform": "$auc_output(@task, @num_classes)"},
+               **_metrics("val"),
+               "val_loss": {"_target_": "ignite.metrics.Loss", "loss_fn": "$@loss.classification_loss",
+                            "output_transform": "$loss_output"}}
+    selection = config.training.selection_metric.value
+    return {selection: metrics.pop(selection)}, metrics
 
 
 def _metrics(prefix: str) -> dict[str, Any]:
@@ -109,14 +118,17 @@ def _train_section(config: Config) -> dict[str, Any]:
 
 
 def _validate_section(config: Config) -> dict[str, Any]:
+    selection = config.training.selection_metric
+    key_metric, additional_metrics = _validation_metrics(config)
     handlers: list[dict[str, Any]] = [
         {"_target_": "StatsHandler", "_disabled_": "@is_not_rank0", "iteration_log": False,
          "output_transform": "$lambda output: None"},
         {"_target_": "TensorBoardStatsHandler", "_disabled_": "@is_not_rank0", "log_dir": "@output_dir",
          "iteration_log": False, "output_transform": "$lambda output: None"},
         {"_target_": "CheckpointSaver", "_disabled_": "@is_not_rank0", "save_dir": "@ckpt_dir",
-         "save_dict": {"model": "@network"}, "save_key_metric": True, "key_metric_name": KEY_METRIC,
-         "key_metric_n_saved": 1, "key_metric_filename": "model.pt", "save_final": False},
+         "save_dict": {"model": "@network"}, "save_key_metric": True, "key_metric_name": selection.value,
+         "key_metric_negative_sign": not selection.higher_is_better, "key_metric_n_saved": 1,
+         "key_metric_filename": "model.pt", "save_final": False},
     ]
     section: dict[str, Any] = {
         "preprocessing": "@preprocessing",
@@ -127,9 +139,8 @@ def _validate_section(config: Config) -> dict[str, Any]:
                        "generator": "$torch.Generator().manual_seed(@seed)"},
         "inferer": {"_target_": "SimpleInferer"},
         "postprocessing": None,
-        "key_metric": {KEY_METRIC: {"_target_": "ROCAUC",
-                                    "output_transform": "$auc_output(@task, @num_classes)"}},
-        "additional_metrics": _metrics("val"),
+        "key_metric": key_metric,
+        "additional_metrics": additional_metrics,
         "handlers": handlers,
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device",
                       "val_data_loader": "@validate#dataloader", "network": "@network", "inferer": "@validate#inferer",
@@ -137,10 +148,13 @@ def _validate_section(config: Config) -> dict[str, Any]:
                       "additional_metrics": "@validate#additional_metrics",
                       "val_handlers": "@validate#handlers", "amp": False, "decollate": False},
     }
+    if not selection.higher_is_better:  # the evaluator's best epoch: the lowest value, not the highest
+        section["evaluator"]["metric_cmp_fn"] = "$lambda current, best: current < best"
     if config.training.early_stopping_patience > 0:
         # Attached to the evaluator; its trainer is set in `run` (a reference here would be circular).
         section["early_stop"] = {"_target_": "EarlyStopHandler", "patience": "@early_stopping_patience",
-                                 "score_function": f"$monai.handlers.stopping_fn_from_metric('{KEY_METRIC}')",
+                                 "score_function": f"$lambda engine: {'' if selection.higher_is_better else '-'}"
+                                                   f"engine.state.metrics['{selection}']",
                                  "epoch_level": True}
         handlers.append("@validate#early_stop")
     return section
@@ -158,7 +172,8 @@ def train_config(config: Config, info: DatasetInfo, spec: NetworkSpec, dataset_d
         "imports": ["$import os", "$import sys", "$import torch", "$import ignite", "$import monai",
                     "$from pipeline.bundle.training import read_splits",
                     "$from pipeline.engine.outputs import accuracy_output",
-                    "$from pipeline.engine.outputs import auc_output"],
+                    "$from pipeline.engine.outputs import auc_output",
+                    "$from pipeline.engine.outputs import loss_output"],
         "bundle_root": ".",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "rank": 0,
@@ -224,7 +239,7 @@ def evaluate_config() -> dict[str, Any]:
             {"_target_": "CheckpointLoader", "load_path": "@ckpt_path", "load_dict": {"model": "@network"},
              "map_location": "@device"},
             {"_target_": "StatsHandler", "iteration_log": False, "output_transform": "$lambda output: None"},
-            {"_target_": "MetricsSaver", "save_dir": "@output_dir", "metrics": [KEY_METRIC, "val_accuracy"],
+            {"_target_": "MetricsSaver", "save_dir": "@output_dir", "metrics": ["val_auc", "val_accuracy", "val_loss"],
              "summary_ops": None},
         ],
         "initialize": ["$sys.path.insert(1, os.path.abspath(@bundle_root))",

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pipeline.kinds import Split
+from pipeline.kinds import SelectionMetric, Split
 from pipeline.losses import TAP_CHOICES
 from pipeline.networks import NETWORKS
 from pipeline.transforms.policy import check_augmentation
@@ -197,8 +197,12 @@ class TrainingConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto"] | bool = Field("auto", description="bf16 autocast: auto = on where CUDA supports bf16")
+    selection_metric: SelectionMetric = Field(
+        SelectionMetric.VAL_AUC, description="the validation metric that keeps the best checkpoint, drives early "
+        "stopping and scores a tuning trial: val_auc (highest) or val_loss (lowest; the classification loss, "
+        "which unlike AUC also sees whether the scores sit on the right side of the 0.5 threshold)")
     early_stopping_patience: Annotated[int, Field(ge=0)] = Field(0, description="epochs without a better "
-                                                                  "validation AUC before stopping; 0 = never")
+                                                                  "selection_metric before stopping; 0 = never")
     scheduler: SchedulerConfig = SchedulerConfig()
     progress_bar: Literal["auto"] | bool = "auto"
     deterministic: bool = Field(True, description="same seed, same weights and metrics (bit for bit on CPU); "

@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping
 from ignite.metrics import Accuracy, Average, Loss, Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import ROCAUC, LrScheduleHandler, ValidationHandler, stopping_fn_from_metric
+from monai.handlers import ROCAUC, LrScheduleHandler, ValidationHandler
 from monai.utils import CommonKeys as Keys
 
 from pipeline.config import Config
@@ -22,12 +22,9 @@ from pipeline.engine.data_setup import PreparedData
 from pipeline.engine.history import EpochHistory
 from pipeline.engine.outputs import accuracy_output, auc_output, loss_output
 from pipeline.engine.resume import DataOrder
-from pipeline.kinds import Split, Task
+from pipeline.kinds import SelectionMetric, Split, Task
 
-__all__ = ["KEY_METRIC", "Engines", "build_evaluator", "attach_best_checkpoint", "build_trainer", "attach_stopping"]
-
-#: The validation metric that selects the best checkpoint and drives early stopping.
-KEY_METRIC = "val_auc"
+__all__ = ["Engines", "build_evaluator", "attach_best_checkpoint", "build_trainer", "attach_stopping"]
 
 
 @dataclass
@@ -46,31 +43,37 @@ def _amp(amp_dtype: torch.dtype | None) -> dict:
 
 
 def build_evaluator(data: PreparedData, parts: TrainingParts, device: torch.device, amp_dtype: torch.dtype | None,
-                    handlers: list | None) -> SupervisedEvaluator:
-    """Validation of the plain network (not the DDP wrapper): AUC (the key metric), accuracy and the loss's
-    classification term, reduced over the processes of a distributed run."""
+                    handlers: list | None, selection: SelectionMetric) -> SupervisedEvaluator:
+    """Validation of the plain network (not the DDP wrapper): AUC, accuracy and the loss's classification term,
+    reduced over the processes of a distributed run; ``selection`` is the key metric (its best epoch is the
+    evaluator's ``best_metric_epoch``)."""
     info = data.info
+    metrics: dict[str, Metric] = {
+        SelectionMetric.VAL_AUC.value: ROCAUC(output_transform=auc_output(info.task, info.num_classes)),
+        "val_accuracy": Accuracy(output_transform=accuracy_output(info.task),
+                                 is_multilabel=info.task == Task.MULTILABEL),
+        SelectionMetric.VAL_LOSS.value: Loss(parts.loss.classification_loss, output_transform=loss_output),
+    }
     return SupervisedEvaluator(
         device=device,
         val_data_loader=data.loaders[Split.VAL],
         network=parts.network,
-        key_val_metric={KEY_METRIC: ROCAUC(output_transform=auc_output(info.task, info.num_classes))},
-        additional_metrics={
-            "val_accuracy": Accuracy(output_transform=accuracy_output(info.task),
-                                     is_multilabel=info.task == Task.MULTILABEL),
-            "val_loss": Loss(parts.loss.classification_loss, output_transform=loss_output),
-        },
+        key_val_metric={selection.value: metrics.pop(selection.value)},
+        additional_metrics=metrics,
+        metric_cmp_fn=selection.is_better,
         decollate=False,
         val_handlers=handlers,
         **_amp(amp_dtype),
     )
 
 
-def attach_best_checkpoint(evaluator: SupervisedEvaluator, parts: TrainingParts, checkpoint_dir) -> Checkpoint:
-    """Keep the network's weights of the highest validation AUC as ``best.pt`` (written by rank 0 only)."""
+def attach_best_checkpoint(evaluator: SupervisedEvaluator, parts: TrainingParts, checkpoint_dir,
+                           selection: SelectionMetric) -> Checkpoint:
+    """Keep the network's weights of the best ``selection`` (highest AUC, lowest loss) as ``best.pt`` (written by
+    rank 0 only)."""
     saver = Checkpoint({"network": parts.network}, AtomicDiskSaver(checkpoint_dir, filename=BEST_CHECKPOINT),
-                       score_function=lambda engine: float(engine.state.metrics[KEY_METRIC]),
-                       score_name=KEY_METRIC, n_saved=1)
+                       score_function=lambda engine: selection.score(engine.state.metrics[selection]),
+                       score_name=selection.value, n_saved=1)
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, saver)
     return saver
 
@@ -126,6 +129,8 @@ def attach_stopping(config: Config, engines: Engines,
 
         evaluator.add_event_handler(Events.COMPLETED, after_validation)
     if config.training.early_stopping_patience > 0:
-        engines.early_stopping = EarlyStopping(patience=config.training.early_stopping_patience,
-                                               score_function=stopping_fn_from_metric(KEY_METRIC), trainer=trainer)
+        selection = config.training.selection_metric
+        engines.early_stopping = EarlyStopping(
+            patience=config.training.early_stopping_patience, trainer=trainer,
+            score_function=lambda engine: selection.score(engine.state.metrics[selection]))
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, engines.early_stopping)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ignite.engine import Engine, Events
 
 from pipeline.evaluation import plot_curves
+from pipeline.kinds import SelectionMetric
 
 if TYPE_CHECKING:  # rundir writes its summary with json_safe from here
     from pipeline.engine.rundir import RunDir
@@ -52,8 +53,9 @@ class EpochHistory:
     """
 
     def __init__(self, run: RunDir, evaluator: Engine, title: str = "", write: bool = True,
-                 plot_every: float = 30.0) -> None:
+                 plot_every: float = 30.0, selection: SelectionMetric = SelectionMetric.VAL_AUC) -> None:
         self.run = run
+        self.selection = selection
         self.evaluator = evaluator
         self.title = title
         self.write = write
@@ -70,7 +72,7 @@ class EpochHistory:
     def plot(self) -> None:
         """Redraw ``curves.png`` from the records so far."""
         if self.write and self.records:
-            plot_curves(self.records, self.run.curves, self.title)
+            plot_curves(self.records, self.run.curves, self.title, self.selection)
         self._plotted = time.perf_counter()
 
     def state_dict(self) -> dict[str, list[dict]]:

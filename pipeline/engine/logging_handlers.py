@@ -1,7 +1,7 @@
 """What a training run shows while it runs: one line per epoch, progress, TensorBoard, the line describing the run.
 
 - :class:`EpochLog`: one INFO line per epoch with the train and validation metrics of the epoch's
-  :class:`~pipeline.engine.history.EpochHistory` record, a mark at a new best validation AUC, and the elapsed and
+  :class:`~pipeline.engine.history.EpochHistory` record, a mark at a new best checkpoint, and the elapsed and
   remaining time of the whole run (MONAI's StatsHandler is not attached: its per-epoch "Key metric" lines and its
   own log format were what a user saw before).
 - :func:`attach_progress_bar`: in a terminal, ignite's ``ProgressBar`` for training and validation (log lines are
@@ -54,7 +54,8 @@ def clock(seconds: float) -> str:
 
 
 class EpochLog:
-    """Log one line per epoch from the history's latest record::
+    """Log one line per epoch from the history's latest record, marked ``best`` where it is the best checkpoint so far
+    (by the run's ``training.selection_metric``)::
 
         epoch  3/15  train loss 0.214 (cls 0.202, var 1.216) acc 0.917 | val loss 0.253 acc 0.905 AUC 0.9805 best
         [00:12<00:49]
@@ -88,8 +89,7 @@ class EpochLog:
 
     def _log(self, trainer: Engine) -> None:
         records = self.history.records
-        earlier = [r["val_auc"] for r in records[:-1] if r["val_auc"] == r["val_auc"]]  # NaN never counts as best
-        best = not earlier or records[-1]["val_auc"] > max(earlier)
+        best = self.history.selection.best(records) is records[-1]  # a new best checkpoint (NaN never is)
         elapsed = time.perf_counter() - self._started
         logger.info(self.line(records[-1], best, elapsed, trainer.state.epoch - self._first_epoch))
 
@@ -203,11 +203,13 @@ def hyperparameters(config: Config) -> dict[str, float | int | str | bool]:
             "augmentation": len(config.augmentation.transforms), "seed": config.training.seed}
 
 
-def write_hparams(writer: SummaryWriter, config: Config, best_val_auc: float, best_epoch: int,
+def write_hparams(writer: SummaryWriter, config: Config, best_value: float, best_epoch: int,
                   epochs_run: int) -> None:
-    """Record the run's hyperparameters and outcome in TensorBoard's HParams tab (in the run's own folder)."""
-    writer.add_hparams(hyperparameters(config), {"hparam/best_val_auc": best_val_auc,
-                                                 "hparam/best_epoch": best_epoch, "hparam/epochs_run": epochs_run},
+    """Record the run's hyperparameters and outcome in TensorBoard's HParams tab (in the run's own folder): the best
+    value of its ``training.selection_metric`` (``hparam/best_val_auc`` or ``hparam/best_val_loss``)."""
+    writer.add_hparams(hyperparameters(config),
+                       {f"hparam/best_{config.training.selection_metric}": best_value, "hparam/best_epoch": best_epoch,
+                        "hparam/epochs_run": epochs_run},
                        run_name=".")
 
 

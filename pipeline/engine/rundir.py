@@ -45,8 +45,13 @@ class RunSummary(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     epochs_run: int
+    #: the epoch of the best checkpoint, chosen by ``selection_metric``
     best_epoch: int
+    #: validation AUC and validation loss (the classification term) at ``best_epoch``
     best_val_auc: float | None
+    best_val_loss: float | None = None
+    #: the validation metric that chose ``best_epoch``; runs written before it was recorded used val_auc
+    selection_metric: str = "val_auc"
     train_seconds: float
     resumed_from: dict | None = None
     hardware: str = ""

@@ -29,10 +29,12 @@ def run_summary(config: Config, engines: Engines, parts: TrainingParts, data: Pr
                 sample_shape: tuple[int, ...], *, seconds: float, hardware: str, amp_dtype: torch.dtype | None,
                 resumed_from: dict | None, context: DistributedContext) -> RunSummary:
     """What the run trained on, how it went, and where."""
-    info, evaluator = data.info, engines.evaluator
+    info, best_epoch = data.info, int(engines.evaluator.state.best_metric_epoch)
+    best = next((record for record in engines.history.records if record["epoch"] == best_epoch), {})
     return RunSummary(
-        epochs_run=engines.trainer.state.epoch, best_epoch=int(evaluator.state.best_metric_epoch),
-        best_val_auc=float(evaluator.state.best_metric), train_seconds=round(seconds, 2),
+        epochs_run=engines.trainer.state.epoch, best_epoch=best_epoch, best_val_auc=best.get("val_auc"),
+        best_val_loss=best.get("val_loss"), selection_metric=config.training.selection_metric.value,
+        train_seconds=round(seconds, 2),
         resumed_from=resumed_from, hardware=hardware, deterministic=config.training.deterministic,
         autocast=str(amp_dtype) if amp_dtype else None, task=info.task, class_names=info.class_names,
         in_channels=info.in_channels, spatial_dims=info.spatial_dims, input_shape=list(sample_shape),

@@ -35,7 +35,7 @@ from pipeline.engine.logging_handlers import (
 )
 from pipeline.engine.rundir import RunDir, create_run_dir, run_lock
 from pipeline.engine.summary import run_summary
-from pipeline.kinds import Split
+from pipeline.kinds import SelectionMetric, Split
 
 __all__ = ["TrainResult", "train", "create_run_dir", "hardware_description", "CHECKPOINT_DIR", "BEST_CHECKPOINT"]
 
@@ -47,18 +47,28 @@ class TrainResult:
     run_dir: Path
     epochs_run: int
     best_epoch: int
-    best_val_auc: float
+    #: validation AUC and loss at the best checkpoint (None when no epoch was validated)
+    best_val_auc: float | None
     seconds: float
     #: wall seconds of parts of ``train``: ``data`` (reading, preprocessing, caching) and ``validation`` (inside
     #: ``seconds``), for the time split the command line prints
     timings: dict[str, float] = field(default_factory=dict)
+    best_val_loss: float | None = None
+    #: the metric that chose the best checkpoint (``training.selection_metric``)
+    selection_metric: SelectionMetric = SelectionMetric.VAL_AUC
+
+    @property
+    def best_value(self) -> float | None:
+        """The selection metric's value at the best checkpoint: what a hyperparameter search scores."""
+        return self.best_val_auc if self.selection_metric is SelectionMetric.VAL_AUC else self.best_val_loss
 
 
 def train(config: Config, run_dir: Path | None = None, resume: bool = False,
           on_validation: Callable[[int, dict], bool | None] | None = None) -> TrainResult:
     """Train and validate every epoch; write checkpoints, metrics and curves to the run directory.
 
-    The best checkpoint (highest validation AUC) is ``checkpoints/best.pt``: the network's state dict.
+    The best checkpoint (by ``training.selection_metric``: highest validation AUC by default, or lowest validation
+    loss) is ``checkpoints/best.pt``: the network's state dict.
     ``checkpoints/checkpoint_epoch=N.pt`` (and, with ``training.checkpoint_every_iterations``,
     ``checkpoint_iteration=I.pt``) hold everything a resumed run needs: network, optimizer, scheduler, trainer
     position, early-stopping and best-metric state, the metrics history, the running epoch metrics, the random
@@ -120,20 +130,23 @@ def _train(config: Config, run: RunDir, resume: bool, on_validation: Callable[[i
                           context=context)
     if context.is_main:
         run.write_summary(summary)
-    logger.debug("trained %d epochs in %.1f s; best validation AUC %.4f at epoch %d", summary.epochs_run, seconds,
-                 summary.best_val_auc, summary.best_epoch)
+    logger.debug("trained %d epochs in %.1f s; best checkpoint (by %s) at epoch %d: validation AUC %s, loss %s",
+                 summary.epochs_run, seconds, summary.selection_metric, summary.best_epoch, summary.best_val_auc,
+                 summary.best_val_loss)
     return TrainResult(run_dir=run.path, epochs_run=summary.epochs_run, best_epoch=summary.best_epoch,
                        best_val_auc=summary.best_val_auc, seconds=seconds,
-                       timings={"data": data_seconds, "validation": validation.seconds})
+                       timings={"data": data_seconds, "validation": validation.seconds},
+                       best_val_loss=summary.best_val_loss, selection_metric=config.training.selection_metric)
 
 
 def _build_engines(config: Config, run: RunDir, data, parts: TrainingParts, device, amp_dtype, writer,
                    context: DistributedContext, on_validation) -> Engines:
     """Evaluator (keeping the best checkpoint), trainer (validating every epoch), their logging and stopping."""
-    evaluator = build_evaluator(data, parts, device, amp_dtype, None)
-    best_saver = attach_best_checkpoint(evaluator, parts, run.checkpoint_dir)
+    selection = config.training.selection_metric
+    evaluator = build_evaluator(data, parts, device, amp_dtype, None, selection)
+    best_saver = attach_best_checkpoint(evaluator, parts, run.checkpoint_dir, selection)
     history = EpochHistory(run, evaluator, title=f"{config.output.name}: {config.model.name}",
-                           write=context.is_main)
+                           write=context.is_main, selection=selection)
     log_handlers = epoch_log_handlers(history, config, context)
     engines = build_trainer(config, data, parts, evaluator, history, log_handlers, device, amp_dtype, best_saver,
                             distributed=context.enabled)

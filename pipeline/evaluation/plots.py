@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline.errors import writing
+from pipeline.kinds import SelectionMetric
 
 __all__ = ["new_figure", "save_figure", "plot_curves", "curves_figure", "best_epoch"]
 
@@ -53,11 +54,10 @@ def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
     return path
 
 
-def best_epoch(history: Sequence[dict]) -> int | None:
-    """The epoch with the highest validation AUC (the first, on ties: the best checkpoint's), None without one."""
-    scored = [(record["val_auc"], -record["epoch"]) for record in history
-              if record.get("val_auc") is not None and not math.isnan(record["val_auc"])]
-    return -max(scored)[1] if scored else None
+def best_epoch(history: Sequence[dict], selection: SelectionMetric = SelectionMetric.VAL_AUC) -> int | None:
+    """The epoch of the best ``selection`` (the first, on ties: the best checkpoint's), None without one."""
+    best = selection.best(history)
+    return None if best is None else int(best["epoch"])
 
 
 def _series(axis: Axes, epochs: list[int], values: list[float | None], style: str, label: str) -> None:
@@ -69,17 +69,19 @@ def _series(axis: Axes, epochs: list[int], values: list[float | None], style: st
         axis.plot(epochs, values, style, label=label)
 
 
-def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
+def plot_curves(history: Sequence[dict], path: Path, title: str = "",
+                selection: SelectionMetric = SelectionMetric.VAL_AUC) -> Path:
     """Write ``curves.png`` (:func:`curves_figure`) from per-epoch records (the columns of ``metrics.csv``)."""
-    return save_figure(curves_figure(history, title), path)
+    return save_figure(curves_figure(history, title, selection), path)
 
 
-def curves_figure(history: Sequence[dict], title: str = "") -> Figure:
+def curves_figure(history: Sequence[dict], title: str = "",
+                  selection: SelectionMetric = SelectionMetric.VAL_AUC) -> Figure:
     """The training curves from per-epoch records.
 
     Four panels over epochs (integer ticks): the classification loss (train and validation) with the train
     total, the variance term (train: validation computes no penalty), accuracy and AUC, and the learning rate.
-    A dashed line marks the epoch of the best validation AUC (the checkpoint evaluation uses).
+    A dashed line marks the epoch of the best ``selection`` (the checkpoint evaluation uses).
     """
     epochs = [int(record["epoch"]) for record in history]
     figure = new_figure(11, 7.5, layout="constrained")
@@ -89,11 +91,12 @@ def curves_figure(history: Sequence[dict], title: str = "") -> Figure:
             _series(axis, epochs, [record.get(column) for record in history], style, label)
         axis.set_ylabel(ylabel)
     loss_axis, variance_axis, score_axis, lr_axis = axes
-    best = best_epoch(history)
+    best = best_epoch(history, selection)
+    marked = "AUC" if selection is SelectionMetric.VAL_AUC else "loss"
     for axis in (loss_axis, variance_axis, score_axis, lr_axis):
         if best is not None:
             axis.axvline(best, color="0.4", linestyle=":", linewidth=1.2,
-                         label=f"best validation AUC (epoch {best})" if axis is score_axis else None)
+                         label=f"best validation {marked} (epoch {best})" if axis is score_axis else None)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         if epochs:
             axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)

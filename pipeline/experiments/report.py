@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,7 +396,7 @@ def _planned_runs(section: Section) -> str:
 
 def _search_table(section: Section) -> list[str]:
     """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
-    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the best validation AUC."""
+    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best."""
     folder = section.path.parent / "tuning" / section.name
     rows, pruning = [], {}
     for best_path in sorted(folder.glob("**/best_*.json")):
@@ -407,14 +408,26 @@ def _search_table(section: Section) -> list[str]:
         started = best.get("trials_started", len(states) or best.get("trials", "?"))
         search = best.get("search", "not recorded (ranges of the tuner at the time)")
         seeds = ", ".join(map(str, best.get("seeds", [0])))  # records before multi-seed scoring: seed 0
+        objective = {"val_loss": "val loss"}.get(best.get("objective"), "val AUC")  # older records: AUC
+        value = best.get("best_value", best.get("best_val_auc"))
         rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started} | {search} | "
-                    f"{seeds} | {best['best_val_auc']:.4f} |")
+                    f"{seeds} | {objective} {value:.4f} |")
     if not rows:
         return []
     return ["", "Tuning (validation split only; a trial counts when it completed, pruned ones do not; "
             f"{'; '.join(pruning)}):", "",
-            "| n | arm | trials completed of started | search space | scored on seeds | best val AUC (their mean) |",
+            "| n | arm | trials completed of started | search space | scored on seeds | objective: best (their mean) |",
             "|---|---|---|---|---|---|", *rows]
+
+
+def _selection(section: Section) -> str:
+    """How the section's runs chose their checkpoint, from their results (``checkpoint with the ... (first
+    reached)``); several rules are listed with their run counts."""
+    rules = Counter(run.get("selection", "").removeprefix("checkpoint with the ").removesuffix(" (first reached)")
+                    for run in section.all_runs())
+    if len(rules) == 1:
+        return next(iter(rules))
+    return "; ".join(f"{rule or 'not recorded'} ({count} runs)" for rule, count in sorted(rules.items()))
 
 
 def _points(comparison: dict | None) -> str:
@@ -472,7 +485,7 @@ def render_section(section: Section, figures: Path, link: str, repository: Path,
              f"Base config `{Path(spec['base_config']).name}` with `{' '.join(spec['overrides'])}`; seeds "
              f"{spec['seeds']}" + (f"; training subsets n = {', '.join(section.sizes)} (epochs per n "
                                    f"{spec.get('max_epochs_by_n')})" if section.sizes != ["full"] else "") +
-             f"; reference arm `{section.reference}`. Model selection: highest validation AUC; the test split is "
+             f"; reference arm `{section.reference}`. Model selection: {_selection(section)}; the test split is "
              "read once per run, after training.", "", _coverage(section), "", *provenance]
     for n in section.sizes:
         heading = "Whole training split" if n == "full" else f"n = {n} training items"

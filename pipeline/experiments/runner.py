@@ -107,7 +107,7 @@ def _run_dir(spec: BenchmarkSpec, arm: str, seed: int, n: int | str) -> Path:
 def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
             provenance: Provenance | None = None) -> dict:
     """Train one (arm, n, seed), measure it, and write its result JSON. The test split is read only here, after
-    training, with the checkpoint that validation AUC chose (and, for comparison, the last one).
+    training, with the checkpoint that the validation selection metric chose (and, for comparison, the last one).
 
     ``provenance`` (commit, dirty flag, CPU, threads, versions) is recorded as given; by default it is taken
     now, refusing uncommitted changes under pipeline/."""
@@ -129,7 +129,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     result = {
         "spec": spec.name, "arm": arm, "seed": seed, "n_train": n, "subset": subset,
         "overrides": [o for o in overrides if not o.startswith("data.path=")],
-        "selection": "checkpoint with the highest validation AUC (first reached)",
+        "selection": f"checkpoint with the {config.training.selection_metric.description} (first reached)",
         "test": selected["test"], "val": selected["val"], "train": selected["train"],
         "test_last_epoch": _split_metrics(run_dir, "test", "last"),
         # the last epoch's generalization gap: overfitting shows here when the selected checkpoint stopped early

@@ -1,10 +1,12 @@
-"""Hyperparameter search for an arm on the validation split only: Optuna TPE, pruning the lowest quarter after a
+"""Hyperparameter search for an arm on the validation split only: Optuna TPE, pruning the worst quarter after a
 warm-up, until a fixed number of trials has completed (pruned and failed trials do not count), so every tuned arm
-gets the same number of finished evaluations.
+gets the same number of finished evaluations. A trial's score is the configuration's ``training.selection_metric``
+at the best checkpoint (highest validation AUC, or lowest validation loss), the same metric that chose the
+checkpoint.
 
 The study lives in an Optuna storage (SQLite by default): ``optuna-dashboard sqlite:///OUT/optuna_<arm>.db`` shows
-it, and each trial carries ``user_attrs`` (run directory, overrides, training seeds, commit, the validation AUC of each
-seed) that tie it to its runs.
+it, and each trial carries ``user_attrs`` (run directory, overrides, training seeds, commit, the score of each seed)
+that tie it to its runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pipeline.experiments.provenance import require_clean
 from pipeline.experiments.spec import TUNED_ARMS, UNATTENDED
 from pipeline.experiments.subsets import FULL, subset_overrides
 from pipeline.extras import require_extra
+from pipeline.kinds import SelectionMetric
 
 optuna = require_extra("optuna", "medvp tune")
 
@@ -86,14 +89,15 @@ def sampler_seed(study: str, n: int | str) -> int:
 
 
 class _Pruning:
-    """Reports each epoch's validation AUC to the trial; says to stop training when the pruner prunes it."""
+    """Reports each epoch's selection metric to the trial; says to stop training when the pruner prunes it."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial, selection: SelectionMetric) -> None:
         self.trial = trial
+        self.selection = selection
         self.pruned_at: int | None = None
 
     def __call__(self, epoch: int, metrics: dict) -> bool:
-        self.trial.report(float(metrics["val_auc"]), step=epoch)
+        self.trial.report(float(metrics[self.selection]), step=epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
         return self.pruned_at is not None
@@ -104,14 +108,15 @@ def _completed(study: optuna.Study) -> int:
 
 
 #: the pruner's description, as best_<arm>.json and the report record it
-PRUNING = "a trial is pruned when its validation AUC is in the lowest quarter of earlier trials' at that epoch"
+PRUNING = "a trial is pruned when its validation score is in the worst quarter of earlier trials' at that epoch"
 #: trials started at most, per completed trial asked for (a study that prunes everything still ends)
 MAX_STARTED_PER_COMPLETED = 8
 
 
 def _pruner(warmup_epochs: int) -> optuna.pruners.BasePruner:
-    """The lowest quarter is pruned, not the lower half: with a median pruner, validation AUC at n = 50 is noisy
-    enough over 30 epochs that 48 of 58 trials were pruned (a trial must stay above the median at every epoch)."""
+    """The worst quarter is pruned, not the worse half: with a median pruner, validation AUC at n = 50 is noisy
+    enough over 30 epochs that 48 of 58 trials were pruned (a trial must stay above the median at every epoch).
+    Optuna's pruner follows the study's direction, so this holds for a loss (minimized) as for AUC."""
     # Optuna's percentile is the share of trials kept, counted from the best: 75 keeps the top three quarters.
     return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=warmup_epochs)
 
@@ -125,11 +130,12 @@ def _sampler(arm: str, seed: int) -> optuna.samplers.BaseSampler:
 def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
          storage: str | None = None, study_name: str | None = None, n_train: int | str = FULL,
          warmup_epochs: int = 5, seeds: tuple[int, ...] = (0,), allow_dirty: bool = False) -> optuna.Study:
-    """Search ``arm``'s hyperparameters until ``trials`` trials have completed, maximizing a run's best validation
-    AUC, averaged over ``seeds``.
+    """Search ``arm``'s hyperparameters until ``trials`` trials have completed, optimizing a run's best value of
+    the configuration's ``training.selection_metric`` (highest validation AUC or lowest validation loss), averaged
+    over ``seeds``.
 
     A trial trains once per seed in ``seeds`` (the training seed, and the seed that draws the stratified subset of
-    ``n_train`` items) and scores the mean of those runs' best validation AUC, so a setting that works on one
+    ``n_train`` items) and scores the mean of those runs' best values, so a setting that works on one
     subset and fails on others does not win; the runs validate on the validation split with the evaluation splits
     switched off, so the test split is never loaded. Pruning (:data:`PRUNING`) watches the first seed's run; it
     starts after 5 completed trials and ``warmup_epochs`` epochs of a trial; at most
@@ -152,7 +158,9 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     recorded = storage_description(storage) if storage else f"SQLite {database} in the --out folder"
     storage = storage or f"sqlite:///{(out_dir / database).resolve()}"
     seed_of_sampler = sampler_seed(study_name, n_train)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+    selection = base.training.selection_metric
+    study = optuna.create_study(study_name=study_name, storage=storage,
+                                direction="maximize" if selection.higher_is_better else "minimize",
                                 sampler=_sampler(arm, seed_of_sampler),
                                 pruner=_pruner(warmup_epochs),
                                 load_if_exists=True)
@@ -165,15 +173,15 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
                            "n_train": n_train, "commit": provenance["commit"],
                            "dirty": provenance["dirty"]}.items():
             trial.set_user_attr(key, value)
-        pruning, scores = _Pruning(trial), []
+        pruning, scores = _Pruning(trial, selection), []
         for seed in seeds:
             seed_dir = run_dir if len(seeds) == 1 else run_dir / f"seed_{seed}"
             result = train(load_config(config_path, [*trial_set, f"training.seed={seed}", *data[seed]]), seed_dir,
                            on_validation=pruning if seed == seeds[0] else None)
             if pruning.pruned_at is not None:
                 raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
-            scores.append(result.best_val_auc)
-        trial.set_user_attr("val_auc_by_seed", scores)
+            scores.append(result.best_value)
+        trial.set_user_attr(f"{selection}_by_seed", scores)
         return sum(scores) / len(scores)
 
     if arm in GRIDS:  # every grid point once, pruning or not
@@ -182,9 +190,9 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
         cap = MAX_STARTED_PER_COMPLETED * trials
     while _completed(study) < trials and len(study.trials) < cap:
         study.optimize(objective, n_trials=1, catch=())
-    write_trials(study, out_dir / f"trials_{arm}.csv")
+    write_trials(study, out_dir / f"trials_{arm}.csv", selection)
     states = [trial.state.name for trial in study.trials]
-    best = {"arm": arm, "params": study.best_params, "best_val_auc": study.best_value,
+    best = {"arm": arm, "params": study.best_params, "objective": selection.value, "best_value": study.best_value,
             "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
             "trials_failed": states.count("FAIL"), "trials_started": len(states), "search": search_ranges(arm),
             "n_train": n_train, "seeds": list(seeds), "warmup_epochs": warmup_epochs, "pruning": PRUNING,
@@ -201,14 +209,15 @@ def storage_description(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def write_trials(study: optuna.Study, path: Path) -> Path:
-    """One row per trial: number, state, best validation AUC (or the last reported one when pruned), epochs
-    reported and the parameters, so the search can be committed beside the benchmark results."""
+def write_trials(study: optuna.Study, path: Path, selection: SelectionMetric = SelectionMetric.VAL_AUC) -> Path:
+    """One row per trial: number, state, its score (the best ``selection`` value; the last reported one when
+    pruned) in a column named for the metric, epochs reported and the parameters, so the search can be committed
+    beside the benchmark results."""
     rows = []
     for trial in study.trials:
         reported = trial.intermediate_values
         value = trial.value if trial.value is not None else (reported[max(reported)] if reported else None)
-        rows.append({"trial": trial.number, "state": trial.state.name, "val_auc": value,
+        rows.append({"trial": trial.number, "state": trial.state.name, selection.value: value,
                      "epochs_reported": len(reported), **trial.params})
     columns = list(dict.fromkeys(key for row in rows for key in row))
     write_table(path, rows, tuple(columns))

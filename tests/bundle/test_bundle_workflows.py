@@ -237,3 +237,46 @@ def test_a_dicom_runs_modality_comes_from_its_header(tmp_path):
     assert dicom_modality(RunDir(tmp_path), config) == "CT"
     (tmp_path / "splits.csv").write_text("item,label,split,patient\nct/gone.dcm,ct,train,x\n")
     assert dicom_modality(RunDir(tmp_path), config) is None
+
+
+def test_a_run_selected_on_validation_loss_exports_a_bundle_that_keeps_the_lowest_loss(
+        tiny_data, repo_root, tmp_path, monkeypatch, restore_logging):
+    """training.selection_metric=val_loss reaches the run and its bundle: the best checkpoint is the epoch of the
+    lowest validation loss, in the run's summary and in train.yaml's evaluator (key metric, best epoch, the
+    key-metric checkpoint's score) with early stopping on. At lr 0.02 the two disagree: the highest validation AUC
+    comes at another epoch, so an AUC-selected checkpoint fails the test."""
+    import sys
+
+    from ignite.engine import Events
+
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    arguments = ["--quiet", "train", str(repo_root / "configs" / "pneumoniamnist_demo.yaml"),
+                 "--set", "training.max_epochs=3", "--set", f"output.root={tmp_path}",
+                 "--set", f"data.path={tiny_data}",
+                 "--set", "evaluation.splits=[]", "--set", "model.options.channels=[8,8,16,16]",
+                 "--set", "data.batch_size=32", "--set", "training.selection_metric=val_loss",
+                 "--set", "training.early_stopping_patience=2", "--set", "optimizer.lr=0.02"]
+    assert medvp(arguments) == 0
+    run = tmp_path / "pneumoniamnist_demo"
+    history = json.loads((run / "metrics.json").read_text())
+    summary = json.loads((run / "train_summary.json").read_text())
+    lowest = min(history, key=lambda record: record["val_loss"])
+    assert lowest != max(history, key=lambda record: record["val_auc"])
+    assert (summary["selection_metric"], summary["best_epoch"]) == ("val_loss", lowest["epoch"])
+    assert summary["best_val_loss"] == lowest["val_loss"] and summary["best_val_auc"] == lowest["val_auc"]
+
+    workflow = _workflow(export_bundle(run, tmp_path / "bundle", modality="X-ray"), "train",
+                         dataset_dir=str(tiny_data), num_epochs=3)
+    workflow.initialize()
+    epochs = []
+    workflow.evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: epochs.append(
+        {"epoch": engine.state.epoch, **engine.state.metrics}))
+    workflow.run()
+    workflow.finalize()
+    assert workflow.evaluator.state.key_metric_name == "val_loss" and len(epochs) == 3
+    lowest = min(epochs, key=lambda record: record["val_loss"])
+    assert lowest != max(epochs, key=lambda record: record["val_auc"])
+    assert (workflow.evaluator.state.best_metric_epoch, workflow.evaluator.state.best_metric) == (
+        lowest["epoch"], lowest["val_loss"])
+    saver = workflow.parser.get_parsed_content("validate#handlers")[2]
+    assert saver._key_metric_checkpoint._saved[-1].priority == pytest.approx(-lowest["val_loss"])

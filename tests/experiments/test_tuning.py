@@ -15,6 +15,7 @@ from pipeline.experiments.tuning import (
     trial_overrides,
     tune,
 )
+from pipeline.kinds import SelectionMetric
 
 
 @pytest.mark.slow
@@ -38,7 +39,7 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     assert sum(":train:" in name for name in seen_items) == 60 * 2  # the subset, once per trial
     best = json.loads((tmp_path / "best_vp_tuned.json").read_text())
     assert set(best["params"]) == {"variance_weight", "feature_sampling_ratio", "lambda_", "taps"}
-    assert best["best_val_auc"] == max(trial.value for trial in study.trials)
+    assert best["objective"] == "val_auc" and best["best_value"] == max(trial.value for trial in study.trials)
     assert (best["trials_completed"], best["trials_started"]) == (2, 2)
     assert best["sampler_seed"] == sampler_seed("spec-vp_tuned-n60", 60) and best["search"] == search_ranges("vp_tuned")
     assert best["seeds"] == [0]
@@ -63,7 +64,7 @@ def test_pruning_reports_each_epoch_and_says_stop_when_the_pruner_prunes():
             return len(self.reports) >= 2
 
     trial = FakeTrial()
-    pruning = _Pruning(trial)
+    pruning = _Pruning(trial, SelectionMetric.VAL_AUC)
     assert pruning(1, {"val_auc": 0.7}) is False and pruning.pruned_at is None
     assert pruning(2, {"val_auc": 0.71}) is True and pruning.pruned_at == 2
     assert trial.reports == [(1, 0.7), (2, 0.71)]
@@ -117,7 +118,7 @@ def test_completed_trials_are_counted_not_started_ones(tmp_path, repo_root, monk
     outcomes = iter(["pruned", "done", "pruned", "pruned", "done", "done", "done"])
 
     class Result:
-        best_val_auc = 0.8
+        best_value = 0.8
 
     def fake_train(config, run_dir, on_validation):
         if next(outcomes) == "pruned":
@@ -139,7 +140,7 @@ def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp
 
     class Result:
         def __init__(self, auc: float):
-            self.best_val_auc = auc
+            self.best_value = auc
 
     def fake_train(config, run_dir, on_validation):
         seed = config.training.seed
@@ -161,7 +162,31 @@ def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp
     assert study.trials[1].value == pytest.approx(0.75)  # the mean of 0.9, 0.6 and 0.75, not the best seed
     assert study.trials[1].user_attrs["val_auc_by_seed"] == [0.9, 0.6, 0.75]
     best = json.loads((tmp_path / "best_ce_dropout.json").read_text())
-    assert best["seeds"] == [0, 1, 2] and best["best_val_auc"] == pytest.approx(0.75)
+    assert best["seeds"] == [0, 1, 2] and best["best_value"] == pytest.approx(0.75)
     with pytest.raises(ConfigError, match="distinct seeds"):
         tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=1, out_dir=tmp_path,
              seeds=(1, 1), allow_dirty=True)
+
+
+def test_a_study_on_validation_loss_minimizes_it_and_prunes_on_it(tmp_path, repo_root, monkeypatch):
+    import pipeline.experiments.tuning as tuning
+
+    losses = iter([0.5, 0.3, 0.4])
+
+    class Result:
+        def __init__(self, loss: float):
+            self.best_value = loss
+
+    def fake_train(config, run_dir, on_validation):
+        assert config.training.selection_metric == "val_loss"
+        on_validation(1, {"val_auc": 0.9, "val_loss": 0.6})
+        return Result(next(losses))
+
+    monkeypatch.setattr(tuning, "train", fake_train)
+    study = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=3, out_dir=tmp_path,
+                 overrides=["training.selection_metric=val_loss"], allow_dirty=True)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert [trial.intermediate_values for trial in study.trials] == [{1: 0.6}] * 3  # the loss, not the AUC
+    best = json.loads((tmp_path / "best_ce_dropout.json").read_text())
+    assert (best["objective"], best["best_value"]) == ("val_loss", 0.3)
+    assert (tmp_path / "trials_ce_dropout.csv").read_text().startswith("trial,state,val_loss,")
