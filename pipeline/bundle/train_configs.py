@@ -109,7 +109,10 @@ def _train_section(config: Config) -> dict[str, Any]:
         },
         "handlers": handlers,
         "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@num_epochs", "device": "@device",
-                    "train_data_loader": "@train#dataloader", "network": "@network", "optimizer": "@optimizer",
+                    # one epoch of batches at a time, as medvp's run iterates it: a shuffling loader run to exhaustion
+                    # draws once more from its generator, and every epoch after the first would differ
+                    "train_data_loader": "$DataOrder(@train#dataloader)", "network": "@network",
+                    "optimizer": "@optimizer",
                     "loss_function": "@loss", "inferer": "@train#inferer",
                     "postprocessing": "@train#postprocessing", "key_train_metric": "@train#key_metric",
                     "additional_metrics": "@train#additional_metrics", "train_handlers": "@train#handlers",
@@ -173,7 +176,8 @@ def train_config(config: Config, info: DatasetInfo, spec: NetworkSpec, dataset_d
                     "$from pipeline.bundle.training import read_splits",
                     "$from pipeline.engine.outputs import accuracy_output",
                     "$from pipeline.engine.outputs import auc_output",
-                    "$from pipeline.engine.outputs import loss_output"],
+                    "$from pipeline.engine.outputs import loss_output",
+                    "$from pipeline.engine.resume import DataOrder"],
         "bundle_root": ".",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "rank": 0,
