@@ -129,16 +129,20 @@ def test_headline_columns_line_up_when_sections_name_different_penalty_arms(tmp_
     assert all(row.strip("|").split("|")[vp_original + 2].strip() == "–" for row in rows)  # vp_tuned never ran
 
 
-def test_the_tuning_table_says_which_seeds_scored_each_search(tmp_path, repo_root):
+def test_the_tuning_table_says_which_seeds_and_objective_scored_each_search(tmp_path, repo_root):
     _section(tmp_path / "one", "one", [None], shift=0.0)
-    for n, extra in ((50, {"seeds": [0, 1, 2]}), (100, {})):  # a record from before multi-seed scoring has no seeds
+    records = ((50, {"seeds": [0, 1, 2], "best_val_auc": 0.9}),
+               (100, {"best_val_auc": 0.9}),  # a record from before multi-seed scoring has no seeds
+               (200, {"seeds": [0], "objective": "val_loss", "best_value": 0.25}))
+    for n, extra in records:
         best = tmp_path / "tuning" / "one" / f"n_{n}" / "best_ce_dropout.json"
         best.parent.mkdir(parents=True)
-        best.write_text(json.dumps({"arm": "ce_dropout", "n_train": n, "best_val_auc": 0.9, "trials_completed": 20,
+        best.write_text(json.dumps({"arm": "ce_dropout", "n_train": n, "trials_completed": 20,
                                     "trials_started": 25, "search": "dropout 0–0.5; lr 0.0003–0.01 (log)", **extra}))
     text = write_report([tmp_path / "one"], tmp_path / "report.md", repo_root, draw=False)[0].read_text()
-    assert "| 50 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0, 1, 2 | 0.9000 |" in text
-    assert "| 100 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | 0.9000 |" in text
+    assert "| 50 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0, 1, 2 | val AUC 0.9000 |" in text
+    assert "| 100 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | val AUC 0.9000 |" in text
+    assert "| 200 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | val loss 0.2500 |" in text
 
 
 def test_a_stale_result_is_left_out_of_the_statistics_and_named(tmp_path):
