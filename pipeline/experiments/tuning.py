@@ -89,15 +89,25 @@ def sampler_seed(study: str, n: int | str) -> int:
 
 
 class _Pruning:
-    """Reports each epoch's selection metric to the trial; says to stop training when the pruner prunes it."""
+    """Reports, after each epoch, the best value of the selection metric so far (what the trial would score if it
+    stopped there: its best checkpoint), and says to stop training when the pruner prunes it.
+
+    Reporting the epoch's own value instead pruned most trials on small validation sets: on BreastMNIST's 78
+    validation images the AUC of single epochs is noisy enough that a trial had to stay out of the worst quarter
+    at each of 35 epochs, and only 15 of 136 weight-decay trials (20 of 119 for the penalty) completed.
+    """
 
     def __init__(self, trial: optuna.Trial, selection: SelectionMetric) -> None:
         self.trial = trial
         self.selection = selection
+        self.best: float | None = None
         self.pruned_at: int | None = None
 
     def __call__(self, epoch: int, metrics: dict) -> bool:
-        self.trial.report(float(metrics[self.selection]), step=epoch)
+        value = float(metrics[self.selection])
+        if self.best is None or math.isnan(self.best) or self.selection.is_better(value, self.best):
+            self.best = value
+        self.trial.report(self.best, step=epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
         return self.pruned_at is not None
@@ -108,7 +118,8 @@ def _completed(study: optuna.Study) -> int:
 
 
 #: the pruner's description, as best_<arm>.json and the report record it
-PRUNING = "a trial is pruned when its validation score is in the worst quarter of earlier trials' at that epoch"
+PRUNING = ("a trial is pruned when its best validation score so far is in the worst quarter of earlier trials' at "
+           "that epoch")
 #: trials started at most, per completed trial asked for (a study that prunes everything still ends)
 MAX_STARTED_PER_COMPLETED = 8
 

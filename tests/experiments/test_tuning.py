@@ -70,6 +70,26 @@ def test_pruning_reports_each_epoch_and_says_stop_when_the_pruner_prunes():
     assert trial.reports == [(1, 0.7), (2, 0.71)]
 
 
+def test_pruning_reports_the_best_value_so_far_not_a_noisy_epoch():
+    class FakeTrial:
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append(value)
+
+        def should_prune(self):
+            return False
+
+    auc, loss = FakeTrial(), FakeTrial()
+    by_auc, by_loss = _Pruning(auc, SelectionMetric.VAL_AUC), _Pruning(loss, SelectionMetric.VAL_LOSS)
+    for epoch, (auc_value, loss_value) in enumerate([(float("nan"), 0.5), (0.8, 0.4), (0.6, 0.7), (0.85, 0.45)], 1):
+        by_auc(epoch, {"val_auc": auc_value, "val_loss": loss_value})
+        by_loss(epoch, {"val_auc": auc_value, "val_loss": loss_value})
+    assert auc.reports[1:] == [0.8, 0.8, 0.85]  # a NaN first epoch does not stick; the dip to 0.6 is not reported
+    assert loss.reports == [0.5, 0.4, 0.4, 0.4]  # lowest so far for a loss
+
+
 def test_search_space_overrides_turn_the_penalty_off_for_ce_arms():
     assert trial_overrides("ce_dropout", {"dropout": 0.2}) == ["loss.variance_weight=0", "loss.lambda_=1.0",
                                                                 "model.dropout=0.2"]
