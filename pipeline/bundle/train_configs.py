@@ -149,15 +149,14 @@ def _validate_section(config: Config) -> dict[str, Any]:
                       "val_data_loader": "@validate#dataloader", "network": "@network", "inferer": "@validate#inferer",
                       "postprocessing": "@validate#postprocessing", "key_val_metric": "@validate#key_metric",
                       "additional_metrics": "@validate#additional_metrics",
-                      "val_handlers": "@validate#handlers", "amp": False, "decollate": False},
+                      "val_handlers": "@validate#handlers", "amp": False, "decollate": False,
+                      "metric_cmp_fn": f"$SelectionMetric('{selection}').is_better"},
     }
-    if not selection.higher_is_better:  # the evaluator's best epoch: the lowest value, not the highest
-        section["evaluator"]["metric_cmp_fn"] = "$lambda current, best: current < best"
     if config.training.early_stopping_patience > 0:
         # Attached to the evaluator; its trainer is set in `run` (a reference here would be circular).
         section["early_stop"] = {"_target_": "EarlyStopHandler", "patience": "@early_stopping_patience",
-                                 "score_function": f"$lambda engine: {'' if selection.higher_is_better else '-'}"
-                                                   f"engine.state.metrics['{selection}']",
+                                 "score_function": f"$lambda engine: SelectionMetric('{selection}').score("
+                                                   f"engine.state.metrics['{selection}'])",
                                  "epoch_level": True}
         handlers.append("@validate#early_stop")
     return section
@@ -177,7 +176,8 @@ def train_config(config: Config, info: DatasetInfo, spec: NetworkSpec, dataset_d
                     "$from pipeline.engine.outputs import accuracy_output",
                     "$from pipeline.engine.outputs import auc_output",
                     "$from pipeline.engine.outputs import loss_output",
-                    "$from pipeline.engine.resume import DataOrder"],
+                    "$from pipeline.engine.resume import DataOrder",
+                    "$from pipeline.kinds import SelectionMetric"],
         "bundle_root": ".",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "rank": 0,

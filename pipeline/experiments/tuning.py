@@ -100,14 +100,13 @@ class _Pruning:
     def __init__(self, trial: optuna.Trial, selection: SelectionMetric) -> None:
         self.trial = trial
         self.selection = selection
-        self.best: float | None = None
+        self.epochs: list[dict] = []
         self.pruned_at: int | None = None
 
     def __call__(self, epoch: int, metrics: dict) -> bool:
-        value = float(metrics[self.selection])
-        if self.best is None or math.isnan(self.best) or self.selection.is_better(value, self.best):
-            self.best = value
-        self.trial.report(self.best, step=epoch)
+        self.epochs.append({self.selection.value: float(metrics[self.selection])})
+        best = self.selection.best(self.epochs)  # the checkpoint's rule: first best, NaN never
+        self.trial.report(math.nan if best is None else best[self.selection.value], step=epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
         return self.pruned_at is not None
