@@ -399,8 +399,9 @@ def _search_table(section: Section) -> list[str]:
     and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best."""
     folder = section.path.parent / "tuning" / section.name
     rows, pruning = [], {}
-    for best_path in sorted(folder.glob("**/best_*.json")):
-        best = json.loads(best_path.read_text())
+    records = [(path, json.loads(path.read_text())) for path in folder.glob("**/best_*.json")]
+    for best_path, best in sorted(records, key=lambda item: (_size_order(str(item[1].get("n_train", "full"))),
+                                                             item[1]["arm"])):
         pruning[best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")] = None
         trials = best_path.with_name(f"trials_{best['arm']}.csv")
         states = [line.split(",")[1] for line in trials.read_text().splitlines()[1:]] if trials.is_file() else []

@@ -143,6 +143,8 @@ def test_the_tuning_table_says_which_seeds_and_objective_scored_each_search(tmp_
     assert "| 50 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0, 1, 2 | val AUC 0.9000 |" in text
     assert "| 100 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | val AUC 0.9000 |" in text
     assert "| 200 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | val loss 0.2500 |" in text
+    rows = [line.split(" | ")[0] for line in text.splitlines() if "| ce_dropout | 20 of" in line]
+    assert rows == ["| 50", "| 100", "| 200"]  # by size, not by the folder names' text order (n_100 < n_50)
 
 
 def test_a_stale_result_is_left_out_of_the_statistics_and_named(tmp_path):
