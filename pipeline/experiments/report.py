@@ -394,14 +394,19 @@ def _planned_runs(section: Section) -> str:
             (f"; tuned arms not run for want of settings (`medvp tune`): {awaiting}" if awaiting else "") + ".")
 
 
+def _search_order(record: tuple[Path, dict]) -> tuple[tuple[bool, int], str]:
+    """A tuning record's place in the table: by subset size (50 before 100, full last), then arm."""
+    best = record[1]
+    return _size_order(n_key(best.get("n_train", "full"))), best["arm"]
+
+
 def _search_table(section: Section) -> list[str]:
     """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
     and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best."""
     folder = section.path.parent / "tuning" / section.name
     rows, pruning = [], {}
     records = [(path, json.loads(path.read_text())) for path in folder.glob("**/best_*.json")]
-    for best_path, best in sorted(records, key=lambda item: (_size_order(str(item[1].get("n_train", "full"))),
-                                                             item[1]["arm"])):
+    for best_path, best in sorted(records, key=_search_order):
         pruning[best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")] = None
         trials = best_path.with_name(f"trials_{best['arm']}.csv")
         states = [line.split(",")[1] for line in trials.read_text().splitlines()[1:]] if trials.is_file() else []
