@@ -16,6 +16,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import ignite.distributed as idist
 import torch
@@ -25,7 +26,7 @@ from pipeline.errors import DataError, StorageError, first_line, os_reason
 
 __all__ = ["AtomicDiskSaver", "CHECKPOINT_DIR", "BEST_CHECKPOINT", "EPOCH_PATTERN", "ITERATION_PATTERN",
            "load_checkpoint", "resume_checkpoint", "adopt_saved_files",
-           "remove_orphaned_temporaries", "write_run_file"]
+           "remove_orphaned_temporaries", "write_atomically", "write_run_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,19 +174,28 @@ def remove_orphaned_temporaries(checkpoint_dir: Path) -> list[str]:
     return removed
 
 
-def write_run_file(path: Path, text: str) -> None:
-    """Write a run file (metrics, summary) atomically: a full disk or a read-only folder is a one-line
-    :class:`StorageError` naming the file, and the previous version of the file, if any, stays intact.
-    """
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(handle)`` on a temporary file of this process, fsync it and rename it over
+    ``path``: a reader sees the old file or the whole new one, and two processes writing the same file at once
+    (benchmark shards materializing one training subset) each rename their own temporary. ``OSError`` propagates
+    to the caller, which names what the file is; the temporary is removed either way."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(temporary, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_run_file(path: Path, text: str) -> None:
+    """Write a run file (metrics, summary) atomically (:func:`write_atomically`): a full disk or a read-only folder
+    is a one-line :class:`StorageError` naming the file, and the previous version of the file, if any, stays intact.
+    """
+    try:
+        write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
     except OSError as error:
         raise StorageError(f"{path}: cannot write ({os_reason(error)}); the checkpoints are kept, rerun to finish") \
             from None
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.engine.checkpoint import write_atomically
+from pipeline.errors import ConfigError, DataError, StorageError, os_reason
 
 __all__ = ["stratified_indices", "subset_file", "subset_overrides", "FULL"]
 
@@ -74,9 +75,10 @@ def subset_file(dataset: Path, n: int, seed: int, folder: Path) -> tuple[Path, d
         folder.mkdir(parents=True, exist_ok=True)
         arrays["train_images"] = arrays["train_images"][indices]
         arrays["train_labels"] = arrays["train_labels"][indices]
-        partial = path.with_suffix(".tmp.npz")
-        np.savez(partial, **arrays)
-        partial.replace(path)
+        try:
+            write_atomically(path, lambda handle: np.savez(handle, **arrays))
+        except OSError as error:
+            raise StorageError(f"{path}: cannot write the training subset ({os_reason(error)})") from None
     return path, record
 
 
