@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--n", dest="sizes", default=None, metavar="N,M",
                            help="run only these training subset sizes (from the spec's n_train) this time")
     benchmark.add_argument("--seeds", default=None, metavar="S,T", help="run only these seeds this time (default: all)")
+    benchmark.add_argument("--record-spec", action="store_true",
+                           help="only write the results folder's spec.json (after editing the spec's description or "
+                           "conclusion); run nothing")
     benchmark.add_argument("--allow-dirty", action="store_true",
                            help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
                            "refuse)")
@@ -362,8 +365,12 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from pipeline.experiments import load_spec, run_benchmark
+    from pipeline.experiments.runner import record_spec
 
     spec = load_spec(args.spec)
+    if args.record_spec:
+        print(f"{record_spec(spec)}: spec recorded; nothing run")
+        return 0
     try:
         shard = tuple(int(part) for part in args.shard.split("/"))
         if len(shard) != 2:

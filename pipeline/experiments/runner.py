@@ -31,7 +31,7 @@ from pipeline.experiments.spec import (
 )
 from pipeline.experiments.subsets import FULL, subset_overrides
 
-__all__ = ["run_benchmark", "run_one", "result_path", "BenchmarkProgress"]
+__all__ = ["run_benchmark", "run_one", "record_spec", "result_path", "BenchmarkProgress"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,16 @@ def spec_record(spec: BenchmarkSpec) -> dict:
         if path.is_relative_to(Path.cwd()):
             record[key] = path.relative_to(Path.cwd()).as_posix()
     return record
+
+
+def record_spec(spec: BenchmarkSpec) -> Path:
+    """Write the results folder's ``spec.json`` (:func:`spec_record`), which the report reads: every benchmark
+    invocation does, and ``medvp benchmark SPEC --record-spec`` does only this, after a spec's description or
+    conclusion was edited."""
+    spec.results.mkdir(parents=True, exist_ok=True)
+    path = spec.results / "spec.json"
+    write_run_file(path, json.dumps(spec_record(spec), indent=1))
+    return path
 
 
 def _run_dir(spec: BenchmarkSpec, arm: str, seed: int, n: int | str) -> Path:
@@ -201,8 +211,7 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
     if not 1 <= index <= count:
         raise ConfigError(f"--shard {index}/{count}: expected K/N with 1 <= K <= N")
     provenance = require_clean(allow_dirty)
-    spec.results.mkdir(parents=True, exist_ok=True)
-    (spec.results / "spec.json").write_text(json.dumps(spec_record(spec), indent=1), encoding="utf-8")
+    record_spec(spec)
     todo = cells(spec)
     unknown = [*sorted(set(arms or []) - set(spec.arms)), *sorted(set(sizes or []) - {n_key(n) for n in spec.n_train}),
                *sorted(set(seeds or []) - set(spec.seeds))]

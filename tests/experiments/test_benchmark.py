@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -249,3 +250,31 @@ def test_the_committed_benchmark_document_is_what_medvp_report_makes_of_the_comm
     regenerated = write_report(results, tmp_path / "benchmarks.md", repo_root, draw=False)[0].read_text(
         encoding="utf-8")
     assert regenerated == committed
+
+
+def test_record_spec_writes_the_edited_conclusion_and_runs_nothing(tmp_path, repo_root, medvp_in_process,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(tmp_path, repo_root)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(path.read_text() + "conclusion: edited after the runs\n")
+    result = medvp_in_process("benchmark", path, "--record-spec")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((spec.results / "spec.json").read_text())["conclusion"] == "edited after the runs"
+    assert [entry.name for entry in spec.results.iterdir()] == ["spec.json"] and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("spec_path", sorted((Path(__file__).parents[2] / "benchmarks" / "specs").glob("*.yaml")),
+                         ids=lambda path: path.stem)
+def test_a_committed_spec_and_the_spec_json_its_report_reads_agree(spec_path):
+    """The report reads results/<name>/spec.json, recorded when the runs ran: a description or conclusion edited
+    in the spec since then would not reach docs/benchmarks.md."""
+    from pipeline.experiments import load_results
+
+    spec = load_spec(spec_path)
+    if not (spec.results / "spec.json").is_file():
+        pytest.skip(f"{spec.name} has no results")
+    recorded = load_results(spec.results)[1]
+    paths = {"base_config", "results", "runs"}
+    assert recorded.model_dump(exclude=paths) == spec.model_dump(exclude=paths), \
+        f"{spec.results / 'spec.json'} differs from {spec_path.name}: run `medvp benchmark {spec_path} --record-spec`"
