@@ -278,3 +278,25 @@ def test_a_committed_spec_and_the_spec_json_its_report_reads_agree(spec_path):
     paths = {"base_config", "results", "runs"}
     assert recorded.model_dump(exclude=paths) == spec.model_dump(exclude=paths), \
         f"{spec.results / 'spec.json'} differs from {spec_path.name}: run `medvp benchmark {spec_path} --record-spec`"
+
+
+def _table_rows(markdown: str, header_start: str) -> list[list[str]]:
+    """The body rows, as cells, of the first markdown table whose header line starts with ``header_start``."""
+    lines = markdown[markdown.index(header_start):].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in
+            lines[:next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]]
+
+
+def test_the_readme_benchmark_table_quotes_the_report_headline(repo_root):
+    """Every row of the README's benchmark table (n, cross-entropy's accuracy and AUC, the penalty arms' paired
+    differences) is a row of docs/benchmarks.md's headline table as `medvp report` printed it."""
+    import re
+
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    document = (repo_root / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    plain = lambda cell: re.sub(r", p [<0-9.]+$", "", cell).replace("−", "-")  # noqa: E731
+    headline = {tuple(plain(cell) for cell in [row[1], *row[3:9]])
+                for row in _table_rows(document, "| section | n | seeds | reference acc")}
+    quoted = [tuple(plain(cell) for cell in row[1:8]) for row in _table_rows(readme, "| study | n | ce accuracy")]
+    assert len(quoted) >= 10
+    assert [row for row in quoted if row not in headline] == []
