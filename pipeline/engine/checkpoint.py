@@ -190,12 +190,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def write_run_file(path: Path, text: str) -> None:
-    """Write a run file (metrics, summary) atomically (:func:`write_atomically`): a full disk or a read-only folder
-    is a one-line :class:`StorageError` naming the file, and the previous version of the file, if any, stays intact.
+def write_run_file(path: Path, text: str, after: str = "the checkpoints are kept, rerun to finish") -> None:
+    """Write a run file (metrics, summary, a benchmark's spec record) atomically (:func:`write_atomically`): a full
+    disk or a read-only folder is a one-line :class:`StorageError` naming the file and saying what state it leaves
+    (``after``), and the previous version of the file, if any, stays intact.
     """
     try:
         write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
     except OSError as error:
-        raise StorageError(f"{path}: cannot write ({os_reason(error)}); the checkpoints are kept, rerun to finish") \
-            from None
+        raise StorageError(f"{path}: cannot write ({os_reason(error)}); {after}") from None

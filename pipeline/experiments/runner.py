@@ -105,7 +105,7 @@ def record_spec(spec: BenchmarkSpec) -> Path:
     conclusion was edited."""
     spec.results.mkdir(parents=True, exist_ok=True)
     path = spec.results / "spec.json"
-    write_run_file(path, json.dumps(spec_record(spec), indent=1))
+    write_run_file(path, json.dumps(spec_record(spec), indent=1), after="no run started")
     return path
 
 
