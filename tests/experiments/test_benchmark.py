@@ -1,4 +1,5 @@
 import json
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
@@ -282,9 +283,8 @@ def test_a_committed_spec_and_the_spec_json_its_report_reads_agree(spec_path):
 
 def _table_rows(markdown: str, header_start: str) -> list[list[str]]:
     """The body rows, as cells, of the first markdown table whose header line starts with ``header_start``."""
-    lines = markdown[markdown.index(header_start):].splitlines()[2:]
-    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in
-            lines[:next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]]
+    body = takewhile(lambda line: line.startswith("|"), markdown[markdown.index(header_start):].splitlines()[2:])
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in body]
 
 
 def test_the_readme_benchmark_table_quotes_the_report_headline(repo_root):
