@@ -33,7 +33,7 @@ from pipeline.engine import train
 from pipeline.engine.builders import make_loss, make_network, make_optimizer
 from pipeline.engine.data_setup import prepare_data
 from pipeline.engine.device import autocast_dtype, hardware_description
-from pipeline.experiments.provenance import cpu_model
+from pipeline.experiments.provenance import cpu_model, provenance
 from pipeline.losses import FeatureTap, LayerVariance, VariancePenalizedLoss, layer_variance
 from pipeline.networks import NetworkSpec, build_network
 
@@ -46,8 +46,11 @@ _PAGE_BYTES = 4096
 
 
 def environment(device: torch.device) -> dict:
-    """The hardware and software a figure was measured on: device, CPU, threads, versions, time (UTC)."""
+    """The code, hardware and software a figure was measured on: commit, device, CPU, threads, versions, time
+    (UTC)."""
+    code = provenance()
     record = {
+        "commit": code["commit"], "commit_source": code["commit_source"], "dirty": code["dirty"],
         "device": str(device),
         "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),

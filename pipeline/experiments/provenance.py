@@ -4,6 +4,7 @@ CPU model, thread count and the versions of every package that shapes the number
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -20,6 +21,10 @@ __all__ = ["NUMERIC_PACKAGES", "Provenance", "cpu_model", "package_versions", "p
 #: distributions whose versions can change a trained model's numbers or how they are measured
 NUMERIC_PACKAGES = ("torch", "monai", "numpy", "pytorch-ignite", "optuna", "scipy", "scikit-learn", "pydicom",
                     "nibabel", "SimpleITK", "pillow")
+
+#: where a copy of a checkout that has no git (a GPU machine is sent the files, not the repository) names its
+#: commit; whoever sets it vouches that the files are that commit's (benchmarks/gpu_lease.sh checks their hashes)
+COMMIT_VARIABLE = "MEDVP_COMMIT"
 
 #: the package's source folder: results are refused while it has uncommitted changes
 _CODE = Path(__file__).resolve().parents[1]
@@ -59,12 +64,23 @@ def _dirty_paths() -> list[str] | None:
     return None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
 
 
-def provenance() -> Provenance:
-    """The record every benchmark result and tuning study carries: ``commit`` (None outside a git checkout),
-    ``dirty`` (uncommitted changes under pipeline/; None when unknown), ``cpu``, ``threads``, ``versions``."""
+def _commit() -> tuple[str | None, str | None]:
+    """The commit and where it was read: git, else the COMMIT_VARIABLE environment variable (a copy without git),
+    else (None, None)."""
     commit = _git("rev-parse", "HEAD")
+    if commit:
+        return commit.strip(), "git"
+    named = os.environ.get(COMMIT_VARIABLE, "").strip()
+    return (named, COMMIT_VARIABLE) if named else (None, None)
+
+
+def provenance() -> Provenance:
+    """The record every benchmark result and tuning study carries: ``commit`` (None when neither git nor
+    COMMIT_VARIABLE names one), ``commit_source``, ``dirty`` (uncommitted changes under pipeline/; None when
+    unknown), ``cpu``, ``threads``, ``versions``."""
+    commit, source = _commit()
     dirty = _dirty_paths()
-    return {"commit": commit.strip() if commit else None, "dirty": None if dirty is None else bool(dirty),
+    return {"commit": commit, "commit_source": source, "dirty": None if dirty is None else bool(dirty),
             "cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform(),
             "python": platform.python_version(), "versions": package_versions()}
 

@@ -25,6 +25,18 @@ runs: runs
     return load_spec(path)
 
 
+def test_the_commit_comes_from_git_and_from_the_variable_only_where_git_cannot_tell(monkeypatch):
+    named = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv(provenance.COMMIT_VARIABLE, named)
+    from_git = provenance.provenance()  # a checkout: git wins over the variable
+    assert from_git["commit_source"] == "git" and from_git["commit"] != named and len(from_git["commit"]) == 40
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)  # a copy of the files without the repository
+    copied = provenance.provenance()
+    assert (copied["commit"], copied["commit_source"], copied["dirty"]) == (named, provenance.COMMIT_VARIABLE, None)
+    monkeypatch.delenv(provenance.COMMIT_VARIABLE)
+    assert (provenance.provenance()["commit"], provenance.provenance()["commit_source"]) == (None, None)
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(tmp_path)

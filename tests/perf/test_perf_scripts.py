@@ -26,6 +26,7 @@ def _run_script(repo_root: Path, name: str, *args: str) -> subprocess.CompletedP
 def _check_environment(record: dict, device: str) -> None:
     environment = record["environment"]
     assert environment["device"] == device
+    assert len(environment["commit"]) == 40 and environment["commit_source"] == "git"  # a checkout
     assert environment["hardware"].startswith("CPU: ") and environment["cpu"]
     assert environment["torch_threads"] >= 1
     assert environment["versions"]["torch"] == torch.__version__
