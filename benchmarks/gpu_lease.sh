@@ -70,7 +70,9 @@ run() {
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$carried"/*.whl || return 3
   export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
   sha256sum -c --quiet "$carried/manifest.sha256" || { echo "files differ from commit $(cat "$carried/commit")"; return 4; }
-  export MEDVP_COMMIT; MEDVP_COMMIT=$(cat "$carried/commit")
+  # The copy can hold a git repository that is not this commit's (on 2026-12-04 it showed pipeline/ as changed):
+  # hide it, so that provenance reads the checked commit from MEDVP_COMMIT instead of git's idea of HEAD.
+  export GIT_DIR=/nonexistent MEDVP_COMMIT; MEDVP_COMMIT=$(cat "$carried/commit")
   mkdir -p runs
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   perf

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pipeline.config.loader import format_validation_error
 from pipeline.errors import DataError
 from pipeline.experiments.figures import plot_curves, plot_forest, plot_learning_curves
-from pipeline.experiments.provenance import commit_exists
+from pipeline.experiments.provenance import COMMIT_VARIABLE, commit_exists
 from pipeline.experiments.spec import ARM_DESCRIPTIONS, BenchmarkSpec, describe_unsettled, is_stale, n_key, unsettled
 from pipeline.experiments.statistics import benjamini_hochberg, format_p, holm, paired_test, summarize
 
@@ -262,13 +262,16 @@ def _provenance(section: Section, repository: Path) -> tuple[list[str], int]:
             status = f"**dirty**: {dirty} run(s) from uncommitted changes"
         else:
             status = "traceable"
+            named = sum(run.get("commit_source") == COMMIT_VARIABLE for run in members)
+            status += f" ({named} named by {COMMIT_VARIABLE} on a copy without git)" if named else ""
         untraceable += len(members) if status.startswith("**untraceable") else dirty
         lines.append(f"| {commit[:10] if commit else 'none'} | {len(members)} | {status} |")
     cpus = sorted({_cpu(run) for run in runs})
     threads = sorted({_threads(run) for run in runs})
     versions = sorted({json.dumps(run.get("versions", {}), sort_keys=True) for run in runs})
+    gpus = sorted({run["hardware"] for run in runs if run.get("hardware") and not run["hardware"].startswith("CPU")})
     table = ["| commit | runs | provenance |", "|---|---|---|", *lines, "",
-             f"CPU: {'; '.join(cpus)}. Threads per run: {', '.join(threads)}. "
+             (f"GPU: {'; '.join(gpus)}. " if gpus else "") + f"CPU: {'; '.join(cpus)}. Threads per run: {', '.join(threads)}. "
              f"Package versions: " + "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(entry).items())
                                                for entry in versions) + "."]
     return table, untraceable

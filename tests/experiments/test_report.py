@@ -70,6 +70,17 @@ def test_report_adjusts_over_the_whole_document_and_flags_untraceable_runs(tmp_p
     assert "| ce | 4 | 2.0 ± 0.0 of 4 | 0.040 ± 0.000 | 1.000 ± 0.000 | 0.800 ± 0.000 | 0.200 ± 0.000 |" in one
 
 
+def test_a_section_run_on_a_gpu_names_the_card_and_the_commits_named_without_git(tmp_path, repo_root):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True).stdout.strip()
+    _section(tmp_path / "gpu", "gpu", [head], shift=0.0)
+    for path in sorted((tmp_path / "gpu").glob("*/n_*/seed_[01].json")):  # 8 of the 16 runs came from a GPU copy
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "hardware": "NVIDIA H200 (CUDA 13.0)", "commit_source": "MEDVP_COMMIT"}))
+    text = write_report([tmp_path / "gpu"], tmp_path / "report.md", repo_root, draw=False)[0].read_text()
+    assert f"| {head[:10]} | 16 | traceable (8 named by MEDVP_COMMIT on a copy without git) |" in text
+    assert "GPU: NVIDIA H200 (CUDA 13.0). CPU: Test CPU." in text
+
+
 def test_holm_and_bh_span_every_section_of_the_document(tmp_path):
     from pipeline.experiments.report import adjust_family, load_section
     from pipeline.experiments.statistics import benjamini_hochberg
