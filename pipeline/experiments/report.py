@@ -269,9 +269,10 @@ def _provenance(section: Section, repository: Path) -> tuple[list[str], int]:
     cpus = sorted({_cpu(run) for run in runs})
     threads = sorted({_threads(run) for run in runs})
     versions = sorted({json.dumps(run.get("versions", {}), sort_keys=True) for run in runs})
-    gpus = sorted({run["hardware"] for run in runs if run.get("hardware") and not run["hardware"].startswith("CPU")})
+    gpus = sorted({run["hardware"] for run in runs if not run.get("hardware", "CPU").startswith("CPU")})
     table = ["| commit | runs | provenance |", "|---|---|---|", *lines, "",
-             (f"GPU: {'; '.join(gpus)}. " if gpus else "") + f"CPU: {'; '.join(cpus)}. Threads per run: {', '.join(threads)}. "
+             (f"GPU: {'; '.join(gpus)}. " if gpus else "")
+             + f"CPU: {'; '.join(cpus)}. Threads per run: {', '.join(threads)}. "
              f"Package versions: " + "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(entry).items())
                                                for entry in versions) + "."]
     return table, untraceable
