@@ -485,6 +485,31 @@ def render_headline(sections: list[Section]) -> list[str]:
             "|---|---|---|---|---|" + "---|" * (len(columns) + 1), *rows, ""]
 
 
+#: the family-wise error rate at which a difference is reported as surviving Holm's adjustment
+SURVIVAL_ALPHA = 0.05
+
+
+def render_survivors(sections: list[Section]) -> list[str]:
+    """Every paired test of the document whose Holm-adjusted p is below SURVIVAL_ALPHA, smallest first, and how
+    many pass Benjamini-Hochberg at that level: computed over the current family, so it stays right as sections
+    are added (a section's written conclusion quotes the family as it was when written)."""
+    family = [c for section in sections for c in section.comparisons if c["p"] is not None]
+    survivors = sorted((c for c in family if c["p_holm"] < SURVIVAL_ALPHA), key=lambda c: c["p_holm"])
+    discoveries = sum(c["p_bh"] < SURVIVAL_ALPHA for c in family)
+    lines = [f"## What survives Holm's adjustment over the {len(family)} tests", "",
+             f"{len(survivors)} paired difference(s) have a Holm-adjusted p below {SURVIVAL_ALPHA}; {discoveries} "
+             f"pass Benjamini-Hochberg at that level. Every other interval in this document is a lead, not a "
+             "finding.", ""]
+    if survivors:
+        lines += ["| section | n | arm | reference | outcome | Δ | 95% interval | p | p Holm | p BH |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['section']} | {c['size']} | {c['arm']} | {c['reference']} | {c['title']} | "
+                  f"{c['mean']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] | {format_p(c['p'])} | "
+                  f"{format_p(c['p_holm'])} | {format_p(c['p_bh'])} |" for c in survivors]
+        lines.append("")
+    return lines
+
+
 def render_section(section: Section, figures: Path, link: str, repository: Path,
                    draw: bool = True) -> tuple[str, list[Path], int]:
     """One section's markdown, its figures (drawn unless ``draw`` is False) and how many of its runs are
@@ -561,7 +586,7 @@ def write_report(results_dirs: list[Path], out: Path, repository: Path | None = 
         written += files
         untraceable += flagged
     out.parent.mkdir(parents=True, exist_ok=True)
-    headline = "\n".join(render_headline(sections))
+    headline = "\n".join([*render_headline(sections), *render_survivors(sections)])
     out.write_text(render_preamble(sections, tests, untraceable) + "\n" + (headline + "\n" if headline else "") +
                    "\n".join(rendered), encoding="utf-8")
     return [out, *written] if draw else [out]

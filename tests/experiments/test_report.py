@@ -57,6 +57,15 @@ def test_report_adjusts_over_the_whole_document_and_flags_untraceable_runs(tmp_p
     row = next(line for line in one.splitlines() if line.startswith("| 50 | vp_original | ce | test accuracy |"))
     raw, adjusted = row.split(" | ")[-3], row.split(" | ")[-2]
     assert raw == "< 0.001" and adjusted != raw
+    # the survivors' list is computed over the same family: section one's accuracy row is in it, section two's
+    # (no difference) is not, and each row's Holm p is the one its section prints
+    survivors = text.split(f"## What survives Holm's adjustment over the {tests} tests")[1].split("## one")[0]
+    listed = [line for line in survivors.splitlines() if line.startswith("| one | ")]
+    assert any(line.startswith("| one | 50 | vp_original | ce | test accuracy |") for line in listed)
+    assert all(float(line.split(" | ")[-2]) < 0.05 for line in listed) and "| two | " not in survivors
+    assert f"{len(listed)} paired difference(s) have a Holm-adjusted p below 0.05" in survivors
+    assert row.split(" | ")[-2] == next(line for line in listed if " | 50 | vp_original | ce | test accuracy |"
+                                        in line).split(" | ")[-2]
     assert "| " + head[:10] + " | 16 | traceable |" in one
     two = text.split("## two")[1]
     assert "| none | 4 | **untraceable**: no commit recorded |" in two
@@ -131,7 +140,7 @@ def test_headline_columns_line_up_when_sections_name_different_penalty_arms(tmp_
         (tmp_path / name / "spec.json").write_text(json.dumps({**spec, "arms": ["ce", *penalty],
                                                                "headline": {"penalty": penalty}}))
     text = write_report([tmp_path / "one", tmp_path / "two"], tmp_path / "report.md", repo_root, draw=False)[0]
-    lines = text.read_text().split("## Headline: ")[1].split("## one")[0].splitlines()
+    lines = text.read_text().split("## Headline: ")[1].split("## What survives")[0].splitlines()
     header = next(line for line in lines if line.startswith("| section |"))
     rows = [line for line in lines if line.startswith(("| one |", "| two |"))]
     assert len(rows) == 4 and {row.count("|") for row in rows} == {header.count("|")}
