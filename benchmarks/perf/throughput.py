@@ -33,7 +33,7 @@ from pipeline.engine import train
 from pipeline.engine.builders import make_loss, make_network, make_optimizer
 from pipeline.engine.data_setup import prepare_data
 from pipeline.engine.device import autocast_dtype, hardware_description
-from pipeline.experiments.provenance import cpu_model, provenance
+from pipeline.experiments.provenance import provenance
 from pipeline.losses import FeatureTap, LayerVariance, VariancePenalizedLoss, layer_variance
 from pipeline.networks import NetworkSpec, build_network
 
@@ -52,7 +52,7 @@ def environment(device: torch.device) -> dict:
     record = {
         "commit": code["commit"], "commit_source": code["commit_source"], "dirty": code["dirty"],
         "device": str(device),
-        "cpu": cpu_model(),
+        "cpu": code["cpu"],
         "torch_threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
                      "ignite": ignite.__version__, "numpy": np.__version__},

@@ -325,12 +325,18 @@ def _paired_tables(section: Section) -> list[str]:
               "difference at 80% power, raw, Holm and BH p)</summary>", "",
               "| n | arm | reference | outcome | Δ | 95% interval | d_z | MDD | p | p Holm | p BH |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in section.comparisons:
-        dz = "–" if c["dz"] is None else f"{c['dz']:+.2f}"
-        lines.append(f"| {c['size']} | {c['arm']} | {c['reference']} | {c['title']} | {c['mean']:+.4f} | "
-                     f"[{c['low']:+.4f}, {c['high']:+.4f}] | {dz} | {c['mdd']:.4f} | {format_p(c['p'])} | "
-                     f"{format_p(c.get('p_holm'))} | {format_p(c.get('p_bh'))} |")
+    lines += [_test_row(c) for c in section.comparisons]
     return [*lines, "", "</details>"]
+
+
+def _test_row(c: dict, effect: bool = True) -> str:
+    """One paired test as a table row: n, arm, reference, outcome, Δ, 95% interval, [d_z, MDD,] p, Holm p, BH p."""
+    cells = [c["size"], c["arm"], c["reference"], c["title"], f"{c['mean']:+.4f}",
+             f"[{c['low']:+.4f}, {c['high']:+.4f}]"]
+    if effect:
+        cells += ["–" if c["dz"] is None else f"{c['dz']:+.2f}", f"{c['mdd']:.4f}"]
+    cells += [format_p(c["p"]), format_p(c.get("p_holm")), format_p(c.get("p_bh"))]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _tuning(section: Section) -> list[str]:
@@ -503,9 +509,7 @@ def render_survivors(sections: list[Section]) -> list[str]:
     if survivors:
         lines += ["| section | n | arm | reference | outcome | Δ | 95% interval | p | p Holm | p BH |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {c['section']} | {c['size']} | {c['arm']} | {c['reference']} | {c['title']} | "
-                  f"{c['mean']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] | {format_p(c['p'])} | "
-                  f"{format_p(c['p_holm'])} | {format_p(c['p_bh'])} |" for c in survivors]
+        lines += [f"| {c['section']} " + _test_row(c, effect=False) for c in survivors]
         lines.append("")
     return lines
 
