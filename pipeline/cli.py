@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "original_setup_vp (the write-up's 12-point grid)")
     tune.add_argument("--n", default="full", metavar="N", help="tune on a stratified training subset of N items")
     tune.add_argument("--warmup", type=int, default=5, metavar="EPOCHS", help="epochs before a trial can be pruned")
+    tune.add_argument("--worker", type=int, default=0, metavar="K",
+                      help="this process's number among several sharing one study (--storage or --out): each "
+                           "draws from its own sampler seed")
     tune.add_argument("--seeds", default=None, metavar="S,T",
                       help="score each trial by its mean validation AUC over these seeds (each trains on its own "
                       "subset; default: the spec's tuning.seeds, else 0)")
@@ -397,6 +400,8 @@ def _tune(args: argparse.Namespace) -> int:
     from pipeline.experiments.tuning import tune
 
     _check_positive(args.trials, "--trials")
+    if args.worker < 0:
+        raise ConfigError(f"--worker {args.worker}: expected 0 or a positive number")
     _check_destination(args.out, "--out", kind="folder")
     config, overrides, name = args.config, list(args.overrides), None
     if (config is None) == (args.spec is None):
@@ -413,7 +418,8 @@ def _tune(args: argparse.Namespace) -> int:
         seeds = spec.tuning.get("seeds", seeds)
     seeds = _seed_list(args.seeds) if args.seeds else seeds
     study = tune(config, args.arm, args.trials, args.out, overrides, args.storage, study_name=name, n_train=n_train,
-                 warmup_epochs=args.warmup, seeds=tuple(seeds), allow_dirty=args.allow_dirty)
+                 warmup_epochs=args.warmup, seeds=tuple(seeds), allow_dirty=args.allow_dirty,
+                 worker=args.worker)
     print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
           f"written: {args.out / f'best_{args.arm}.json'}")
     return 0

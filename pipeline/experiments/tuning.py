@@ -83,9 +83,11 @@ def trial_overrides(arm: str, params: dict) -> list[str]:
     return TUNED_ARMS[arm](params)
 
 
-def sampler_seed(study: str, n: int | str) -> int:
-    """A sampler seed per (study, subset size): studies on different datasets or sizes try different candidates."""
-    return zlib.crc32(f"{study}:{n}".encode())
+def sampler_seed(study: str, n: int | str, worker: int = 0) -> int:
+    """A sampler seed per (study, subset size): studies on different datasets or sizes try different candidates.
+    Each of several processes sharing one study (``worker`` 0, 1, ...) gets its own: workers with one seed would
+    propose the same points (the sampler's random start-up draws do not look at the study)."""
+    return (zlib.crc32(f"{study}:{n}".encode()) + worker) % 2**32
 
 
 class _Pruning:
@@ -136,12 +138,15 @@ def _pruner(warmup_epochs: int) -> optuna.pruners.BasePruner:
 def _sampler(arm: str, seed: int) -> optuna.samplers.BaseSampler:
     if arm in GRIDS:
         return optuna.samplers.GridSampler({d.name: list(d.choices) for d in SEARCH_SPACES[arm]}, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # constant_liar: a trial still running counts as a poor result, so parallel workers do not crowd one region
+    # (with one worker no trial is running when the next is suggested, and the sampler is plain TPE)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
          storage: str | None = None, study_name: str | None = None, n_train: int | str = FULL,
-         warmup_epochs: int = 5, seeds: tuple[int, ...] = (0,), allow_dirty: bool = False) -> optuna.Study:
+         warmup_epochs: int = 5, seeds: tuple[int, ...] = (0,), allow_dirty: bool = False,
+         worker: int = 0) -> optuna.Study:
     """Search ``arm``'s hyperparameters until ``trials`` trials have completed, optimizing a run's best value of
     the configuration's ``training.selection_metric`` (highest validation AUC or lowest validation loss), averaged
     over ``seeds``.
@@ -152,7 +157,8 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     switched off, so the test split is never loaded. Pruning (:data:`PRUNING`) watches the first seed's run; it
     starts after 5 completed trials and ``warmup_epochs`` epochs of a trial; at most
     :data:`MAX_STARTED_PER_COMPLETED` x ``trials`` trials are started. The sampler seed comes
-    from the study name and n (:func:`sampler_seed`). The study is named ``study_name`` (the CLI passes
+    from the study name, n and ``worker`` (:func:`sampler_seed`; give each process sharing a study its own number;
+    each trial records the seed that proposed it). The study is named ``study_name`` (the CLI passes
     ``<spec>-<arm>-n<n>``) in ``storage`` (any database URL Optuna accepts; default SQLite in ``out_dir``); the
     best parameters and the trial counts go to ``out_dir/best_<arm>.json``.
     """
@@ -169,7 +175,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     database = f"optuna_{arm}.db"
     recorded = storage_description(storage) if storage else f"SQLite {database} in the --out folder"
     storage = storage or f"sqlite:///{(out_dir / database).resolve()}"
-    seed_of_sampler = sampler_seed(study_name, n_train)
+    seed_of_sampler = sampler_seed(study_name, n_train, worker)
     selection = base.training.selection_metric
     study = optuna.create_study(study_name=study_name, storage=storage,
                                 direction="maximize" if selection.higher_is_better else "minimize",
@@ -182,7 +188,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
         trial_set = [*overrides, *trial_overrides(arm, params), *UNATTENDED]
         run_dir = out_dir / "trials" / f"{arm}_{trial.number}"
         for key, value in {"run_dir": run_dir.as_posix(), "overrides": trial_set, "seeds": list(seeds),
-                           "n_train": n_train, "commit": provenance["commit"],
+                           "n_train": n_train, "sampler_seed": seed_of_sampler, "commit": provenance["commit"],
                            "dirty": provenance["dirty"]}.items():
             trial.set_user_attr(key, value)
         pruning, scores = _Pruning(trial, selection), []

@@ -152,6 +152,25 @@ def test_completed_trials_are_counted_not_started_ones(tmp_path, repo_root, monk
     assert json.loads((tmp_path / "best_ce_dropout.json").read_text())["trials_pruned"] == 3
 
 
+def test_workers_sharing_a_study_propose_different_points(tmp_path, repo_root, monkeypatch):
+    """Processes tuning one study in parallel each draw from their own sampler seed; with one seed they proposed
+    the same first points (seen on 2026-12-04 with two workers of a vp_tuned search)."""
+    import pipeline.experiments.tuning as tuning
+
+    class Result:
+        best_value = 0.8
+
+    monkeypatch.setattr(tuning, "train", lambda config, run_dir, on_validation: Result())
+    config = repo_root / "configs" / "pneumoniamnist_demo.yaml"
+    shared = dict(out_dir=tmp_path, study_name="shared-vp_tuned-n60", n_train=60, allow_dirty=True)
+    tune(config, "vp_tuned", trials=1, worker=0, **shared)
+    study = tune(config, "vp_tuned", trials=2, worker=1, **shared)
+    first, second = study.trials
+    assert first.params != second.params
+    assert first.user_attrs["sampler_seed"] == sampler_seed("shared-vp_tuned-n60", 60)  # worker 0: the old seed
+    assert second.user_attrs["sampler_seed"] == sampler_seed("shared-vp_tuned-n60", 60, worker=1)
+
+
 def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp_path, repo_root, monkeypatch):
     import pipeline.experiments.tuning as tuning
 
