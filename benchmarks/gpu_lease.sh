@@ -88,7 +88,7 @@ alive() { local n=0 pid; for pid in "$@"; do kill -0 "$pid" 2>/dev/null && n=$((
 tune() {
   local root=/dev/shm/medvp_tuning slots per_study=4 studies=() key spec n arm out live pid
   [ "$(df --output=avail -k /dev/shm 2>/dev/null | tail -1)" -gt 20000000 ] 2>/dev/null || root=$PWD/runs/tmp_tuning
-  slots=$(( $(nproc) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
+  slots=$(( $(getconf _NPROCESSORS_ONLN) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
   for key in ${1//,/ }; do
     spec=benchmarks/specs/${key%%:*}.yaml n=${key#*:}
     for arm in $(python3 -c "import sys; from pathlib import Path; from pipeline.experiments import load_spec
@@ -98,9 +98,9 @@ from pipeline.experiments.spec import TUNED_ARMS; print(*[a for a in load_spec(P
   done
   echo "tune: ${#studies[@]} studies, $slots worker slots, run folders in $root"
   declare -A workers first launches
-  while [ "$(seconds_left)" -gt 100 ]; do
+  while [ "$(seconds_left)" -gt 30 ]; do
     find "$root" -name '*.pt' -mmin +1 -delete 2>/dev/null
-    slots=$(( $(nproc) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
+    slots=$(( $(getconf _NPROCESSORS_ONLN) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
     for key in "${studies[@]}"; do
       IFS=: read -r spec n arm <<< "$key"
       out=$root/$(basename "$spec" .yaml)/n_$n
