@@ -18,7 +18,8 @@
 #                    priority, several `medvp tune` workers per study, as many workers as there are CPU cores
 #                    (1 thread each); run folders on tmpfs, checkpoints deleted once a minute old (the searches
 #                    only read a run's best validation value); a study that has not reached its completed trials
-#                    by the deadline is stopped and packed as it stands (its SQLite file resumes it)
+#                    by the deadline is stopped and packed as it stands: carry runs/gpu_tuning to the next lease
+#                    and the same job resumes it (a killed worker's trial is marked failed by its heartbeat)
 # Results name the commit through MEDVP_COMMIT (pipeline/experiments/provenance.py), which is set only after the
 # hash check passed. Unpack results.tgz in the repository root; searches land in runs/gpu_tuning/SPEC/n_N/.
 set -uo pipefail
@@ -96,6 +97,8 @@ from pipeline.experiments.spec import TUNED_ARMS; print(*[a for a in load_spec(P
       studies+=("$spec:$n:$arm")
     done
   done
+  # searches carried from an earlier lease (carry=["runs/gpu_tuning"]) go on where they stopped
+  [ -d runs/gpu_tuning ] && mkdir -p "$root" && cp -rn runs/gpu_tuning/. "$root"/
   echo "tune: ${#studies[@]} studies, $slots worker slots, run folders in $root"
   declare -A workers first launches
   while [ "$(seconds_left)" -gt 30 ]; do

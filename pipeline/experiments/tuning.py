@@ -125,6 +125,10 @@ PRUNING = ("a trial is pruned when its best validation score so far is in the wo
            "that epoch")
 #: trials started at most, per completed trial asked for (a study that prunes everything still ends)
 MAX_STARTED_PER_COMPLETED = 8
+#: each running trial records a heartbeat this often (seconds); one silent for the grace period (its process was
+#: killed, e.g. at the end of a GPU lease) is marked failed when a worker next starts a trial, instead of staying
+#: "running" in the study for good
+HEARTBEAT_SECONDS, HEARTBEAT_GRACE_SECONDS = 30, 300
 
 
 def _pruner(warmup_epochs: int) -> optuna.pruners.BasePruner:
@@ -174,7 +178,8 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     # One SQLite file per arm by default: concurrent first-time schema creation in one file can collide.
     database = f"optuna_{arm}.db"
     recorded = storage_description(storage) if storage else f"SQLite {database} in the --out folder"
-    storage = storage or f"sqlite:///{(out_dir / database).resolve()}"
+    storage = optuna.storages.RDBStorage(storage or f"sqlite:///{(out_dir / database).resolve()}",
+                                         heartbeat_interval=HEARTBEAT_SECONDS, grace_period=HEARTBEAT_GRACE_SECONDS)
     seed_of_sampler = sampler_seed(study_name, n_train, worker)
     selection = base.training.selection_metric
     study = optuna.create_study(study_name=study_name, storage=storage,

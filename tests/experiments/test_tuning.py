@@ -171,6 +171,31 @@ def test_workers_sharing_a_study_propose_different_points(tmp_path, repo_root, m
     assert second.user_attrs["sampler_seed"] == sampler_seed("shared-vp_tuned-n60", 60, worker=1)
 
 
+def test_a_trial_whose_worker_was_killed_is_failed_when_the_study_resumes(tmp_path, repo_root, monkeypatch):
+    """A worker killed mid-trial (a GPU lease ending) left its trial "running" for good; the heartbeat marks it
+    failed once it has been silent for the grace period, and it does not count as completed."""
+    import time
+
+    import optuna
+
+    import pipeline.experiments.tuning as tuning
+
+    class Result:
+        best_value = 0.8
+
+    monkeypatch.setattr(tuning, "train", lambda config, run_dir, on_validation: Result())
+    monkeypatch.setattr(tuning, "HEARTBEAT_GRACE_SECONDS", 1)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    killed = optuna.create_study(study_name="s-ce_dropout-nfull", storage=url, direction="maximize")
+    orphan = killed.ask()
+    killed._storage.record_heartbeat(orphan._trial_id)  # what the killed worker's heartbeat thread last did
+    time.sleep(2)
+    study = tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=1, out_dir=tmp_path,
+                 storage=url, study_name="s-ce_dropout-nfull", allow_dirty=True)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert json.loads((tmp_path / "best_ce_dropout.json").read_text())["trials_failed"] == 1
+
+
 def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp_path, repo_root, monkeypatch):
     import pipeline.experiments.tuning as tuning
 
