@@ -76,20 +76,23 @@ EOF
 # Only the given seeds of the tuned penalty arm (the spec's committed arm_settings), one process a seed.
 original_vp_seeds() {
   local spec=benchmarks/specs/pneumoniamnist_original_setup.yaml seed
+  [ "$(seconds_left)" -gt 180 ] || { echo "original_vp_seeds: under 3 minutes left: not started"; return; }
   for seed in ${1//,/ }; do
     timeout $(( $(seconds_left) - 10 )) python3 -m pipeline benchmark "$spec" --arms original_setup_vp \
       --seeds "$seed" > "runs/vp_seed_$seed.log" 2>&1 &
   done
 }
 
+# CPU cores this machine lets us use (nproc reads OMP_NUM_THREADS, which is 1 here, and would say 1)
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+
 alive() { local n=0 pid; for pid in "$@"; do kill -0 "$pid" 2>/dev/null && n=$((n + 1)); done; echo "$n"; }
 
 # The searches of every tuned arm of each SPEC:N, in priority order: a study gets up to 4 workers (the second one
 # 20 s after the first: concurrent creation of one SQLite study can collide) before the next study gets any.
 tune() {
-  local root=/dev/shm/medvp_tuning slots per_study=4 studies=() key spec n arm out live pid
+  local root=/dev/shm/medvp_tuning slots=0 pending per_study=4 studies=() key spec n arm out live pid
   [ "$(df --output=avail -k /dev/shm 2>/dev/null | tail -1)" -gt 20000000 ] 2>/dev/null || root=$PWD/runs/tmp_tuning
-  slots=$(( $(getconf _NPROCESSORS_ONLN) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
   for key in ${1//,/ }; do
     spec=benchmarks/specs/${key%%:*}.yaml n=${key#*:}
     for arm in $(python3 -c "import sys; from pathlib import Path; from pipeline.experiments import load_spec
@@ -99,17 +102,19 @@ from pipeline.experiments.spec import TUNED_ARMS; print(*[a for a in load_spec(P
   done
   # searches carried from an earlier lease (carry=["runs/gpu_tuning"]) go on where they stopped
   [ -d runs/gpu_tuning ] && mkdir -p "$root" && cp -rn runs/gpu_tuning/. "$root"/
-  echo "tune: ${#studies[@]} studies, $slots worker slots, run folders in $root"
+  echo "tune: ${#studies[@]} studies, $(cores) cores, run folders in $root"
   declare -A workers first launches
   while [ "$(seconds_left)" -gt 30 ]; do
     find "$root" -name '*.pt' -mmin +1 -delete 2>/dev/null
-    slots=$(( $(getconf _NPROCESSORS_ONLN) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
+    slots=$(( $(cores) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
+    pending=0
     for key in "${studies[@]}"; do
       IFS=: read -r spec n arm <<< "$key"
       out=$root/$(basename "$spec" .yaml)/n_$n
       [ -f "$out/best_$arm.json" ] && continue
       # shellcheck disable=SC2086
       live=$(alive ${workers[$key]:-})
+      [ "$live" -gt 0 ] || [ "${launches[$key]:-0}" -lt $(( 2 * per_study )) ] && pending=$((pending + 1))
       while [ "$live" -lt "$per_study" ] && [ "$(alive ${tune_pids[@]+"${tune_pids[@]}"})" -lt "$slots" ] \
             && [ "${launches[$key]:-0}" -lt $(( 2 * per_study )) ]; do
         [ "$live" -gt 0 ] && [ $(( $(date +%s) - ${first[$key]} )) -lt 20 ] && break
@@ -123,6 +128,7 @@ from pipeline.experiments.spec import TUNED_ARMS; print(*[a for a in load_spec(P
       # a study short of workers (and not given up after 2 x per_study launches): the next ones wait
       [ "$live" -lt "$per_study" ] && [ "${launches[$key]:-0}" -lt $(( 2 * per_study )) ] && break
     done
+    [ "$pending" -eq 0 ] && break  # every study finished (or gave up after its launches)
     sleep 5
   done
   kill ${tune_pids[@]+"${tune_pids[@]}"} 2>/dev/null; wait ${tune_pids[@]+"${tune_pids[@]}"} 2>/dev/null

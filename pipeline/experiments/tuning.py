@@ -162,7 +162,8 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     starts after 5 completed trials and ``warmup_epochs`` epochs of a trial; at most
     :data:`MAX_STARTED_PER_COMPLETED` x ``trials`` trials are started. The sampler seed comes
     from the study name, n and ``worker`` (:func:`sampler_seed`; give each process sharing a study its own number;
-    each trial records the seed that proposed it). The study is named ``study_name`` (the CLI passes
+    a resumed study offsets it by the trials it holds; each trial records the seed that proposed it, and
+    best_<arm>.json the best trial's). The study is named ``study_name`` (the CLI passes
     ``<spec>-<arm>-n<n>``) in ``storage`` (any database URL Optuna accepts; default SQLite in ``out_dir``); the
     best parameters and the trial counts go to ``out_dir/best_<arm>.json``.
     """
@@ -187,6 +188,9 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
                                 sampler=_sampler(arm, seed_of_sampler),
                                 pruner=_pruner(warmup_epochs),
                                 load_if_exists=True)
+    if study.trials:  # resumed: a fresh seed, or worker K would repeat the start-up draws it made before
+        seed_of_sampler = sampler_seed(study_name, n_train, worker + len(study.trials))
+        study.sampler = _sampler(arm, seed_of_sampler)
 
     def objective(trial: optuna.Trial) -> float:
         params = {dimension.name: dimension.suggest(trial) for dimension in SEARCH_SPACES[arm]}
@@ -219,7 +223,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
             "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
             "trials_failed": states.count("FAIL"), "trials_started": len(states), "search": search_ranges(arm),
             "n_train": n_train, "seeds": list(seeds), "warmup_epochs": warmup_epochs, "pruning": PRUNING,
-            "sampler_seed": seed_of_sampler,
+            "sampler_seed": study.best_trial.user_attrs.get("sampler_seed", seed_of_sampler),
             "storage": recorded, "study": study.study_name, **provenance}
     (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
     return study

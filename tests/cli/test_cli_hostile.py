@@ -35,6 +35,7 @@ def a_file(tmp_path):
     (["make-demo-dicom", "FILE"], "make-demo-dicom OUT FILE: an existing file; expected a folder"),
     (["make-demo-dicom", "DIR", "--per-class", "-1"], "--per-class = -1: expected a positive number"),
     (["tune", "CONFIG", "--trials", "0"], "--trials = 0: expected a positive number"),
+    (["tune", "CONFIG", "--worker", "-1"], "--worker -1: expected 0 or a positive number"),
 ])
 def test_argument_mistakes_are_one_line_before_any_work(tmp_path, a_file, argv, expected, capsys, restore_logging):
     names = {"FILE": str(a_file), "DIR": str(tmp_path / "new"), "CONFIG": str(tmp_path / "missing.yaml"),
