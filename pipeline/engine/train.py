@@ -56,6 +56,8 @@ class TrainResult:
     best_val_loss: float | None = None
     #: the metric that chose the best checkpoint (``training.selection_metric``)
     selection_metric: SelectionMetric = SelectionMetric.VAL_AUC
+    #: where it trained (:func:`hardware_description`: the GPU model, or the CPU and its threads)
+    hardware: str = ""
 
     @property
     def best_value(self) -> float | None:
@@ -136,7 +138,8 @@ def _train(config: Config, run: RunDir, resume: bool, on_validation: Callable[[i
     return TrainResult(run_dir=run.path, epochs_run=summary.epochs_run, best_epoch=summary.best_epoch,
                        best_val_auc=summary.best_val_auc, seconds=seconds,
                        timings={"data": data_seconds, "validation": validation.seconds},
-                       best_val_loss=summary.best_val_loss, selection_metric=config.training.selection_metric)
+                       best_val_loss=summary.best_val_loss, selection_metric=config.training.selection_metric,
+                       hardware=summary.hardware)
 
 
 def _build_engines(config: Config, run: RunDir, data, parts: TrainingParts, device, amp_dtype, writer,

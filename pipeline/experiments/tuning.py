@@ -209,6 +209,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
                 raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
             scores.append(result.best_value)
         trial.set_user_attr(f"{selection}_by_seed", scores)
+        trial.set_user_attr("hardware", result.hardware)  # e.g. the GPU it trained on
         return sum(scores) / len(scores)
 
     if arm in GRIDS:  # every grid point once, pruning or not
@@ -224,6 +225,7 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
             "trials_failed": states.count("FAIL"), "trials_started": len(states), "search": search_ranges(arm),
             "n_train": n_train, "seeds": list(seeds), "warmup_epochs": warmup_epochs, "pruning": PRUNING,
             "sampler_seed": study.best_trial.user_attrs.get("sampler_seed", seed_of_sampler),
+            "hardware": study.best_trial.user_attrs.get("hardware"),
             "storage": recorded, "study": study.study_name, **provenance}
     (out_dir / f"best_{arm}.json").write_text(json.dumps(best, indent=1), encoding="utf-8")
     return study

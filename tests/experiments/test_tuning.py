@@ -42,7 +42,7 @@ def test_tune_searches_on_validation_only_and_stores_the_study(tmp_path, repo_ro
     assert best["objective"] == "val_auc" and best["best_value"] == max(trial.value for trial in study.trials)
     assert (best["trials_completed"], best["trials_started"]) == (2, 2)
     assert best["sampler_seed"] == sampler_seed("spec-vp_tuned-n60", 60) and best["search"] == search_ranges("vp_tuned")
-    assert best["seeds"] == [0]
+    assert best["seeds"] == [0] and best["hardware"].startswith("CPU")  # where the best trial trained
     assert (tmp_path / "optuna_vp_tuned.db").is_file()
     assert best["storage"] == "SQLite optuna_vp_tuned.db in the --out folder" and str(tmp_path) not in json.dumps(best)
     trials = (tmp_path / "trials_vp_tuned.csv").read_text().splitlines()
@@ -138,7 +138,7 @@ def test_completed_trials_are_counted_not_started_ones(tmp_path, repo_root, monk
     outcomes = iter(["pruned", "done", "pruned", "pruned", "done", "done", "done"])
 
     class Result:
-        best_value = 0.8
+        best_value, hardware = 0.8, "test double"
 
     def fake_train(config, run_dir, on_validation):
         if next(outcomes) == "pruned":
@@ -158,7 +158,7 @@ def test_workers_sharing_a_study_propose_different_points(tmp_path, repo_root, m
     import pipeline.experiments.tuning as tuning
 
     class Result:
-        best_value = 0.8
+        best_value, hardware = 0.8, "test double"
 
     monkeypatch.setattr(tuning, "train", lambda config, run_dir, on_validation: Result())
     config = repo_root / "configs" / "pneumoniamnist_demo.yaml"
@@ -183,7 +183,7 @@ def test_a_trial_whose_worker_was_killed_is_failed_when_the_study_resumes(tmp_pa
     import pipeline.experiments.tuning as tuning
 
     class Result:
-        best_value = 0.8
+        best_value, hardware = 0.8, "test double"
 
     monkeypatch.setattr(tuning, "train", lambda config, run_dir, on_validation: Result())
     monkeypatch.setattr(tuning, "HEARTBEAT_GRACE_SECONDS", 1)
@@ -207,6 +207,7 @@ def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp
     class Result:
         def __init__(self, auc: float):
             self.best_value = auc
+            self.hardware = "test double"
 
     def fake_train(config, run_dir, on_validation):
         seed = config.training.seed
@@ -242,6 +243,7 @@ def test_a_study_on_validation_loss_minimizes_it_and_prunes_on_it(tmp_path, repo
     class Result:
         def __init__(self, loss: float):
             self.best_value = loss
+            self.hardware = "test double"
 
     def fake_train(config, run_dir, on_validation):
         assert config.training.selection_metric == "val_loss"
