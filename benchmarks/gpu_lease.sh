@@ -40,6 +40,8 @@ prepare() {
 }
 
 seconds_left() { echo $(( deadline - $(date +%s) )); }
+# a command that is stopped 10 s before the deadline
+until_deadline() { timeout $(( $(seconds_left) - 10 )) "$@"; }
 
 perf() {
   timeout 150 python3 benchmarks/perf/penalty_overhead.py --device cuda
@@ -54,7 +56,7 @@ original_setup() {
   sleep 20  # the first worker creates the study; concurrent creation in one SQLite file can collide
   for k in 2 3 4 5 6; do "${tune[@]}" --worker $((k - 1)) > "$OUT/tune_$k.log" 2>&1 & pids+=($!); done
   for k in $(seq 1 10); do
-    timeout $(( $(seconds_left) - 10 )) python3 -m pipeline benchmark "$spec" --arms original_setup_ce \
+    until_deadline python3 -m pipeline benchmark "$spec" --arms original_setup_ce \
       --shard "$k/10" > "runs/ce_$k.log" 2>&1 &
   done
   while kill -0 "${pids[@]}" 2>/dev/null && [ "$(seconds_left)" -gt 100 ]; do sleep 5; done
@@ -67,7 +69,7 @@ spec.write_text(spec.read_text() + "arm_settings:\n  original_setup_vp: " + json
 print("arm_settings.original_setup_vp:", best["params"], "validation AUC", best["best_value"])
 EOF
   for k in $(seq 1 10); do
-    timeout $(( $(seconds_left) - 10 )) python3 -m pipeline benchmark "$spec" --arms original_setup_vp \
+    until_deadline python3 -m pipeline benchmark "$spec" --arms original_setup_vp \
       --shard "$k/10" > "runs/vp_$k.log" 2>&1 &
   done
   wait
@@ -78,7 +80,7 @@ original_vp_seeds() {
   local spec=benchmarks/specs/pneumoniamnist_original_setup.yaml seed
   [ "$(seconds_left)" -gt 180 ] || { echo "original_vp_seeds: under 3 minutes left: not started"; return; }
   for seed in ${1//,/ }; do
-    timeout $(( $(seconds_left) - 10 )) python3 -m pipeline benchmark "$spec" --arms original_setup_vp \
+    until_deadline python3 -m pipeline benchmark "$spec" --arms original_setup_vp \
       --seeds "$seed" > "runs/vp_seed_$seed.log" 2>&1 &
   done
 }

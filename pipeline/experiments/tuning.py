@@ -181,16 +181,13 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     recorded = storage_description(storage) if storage else f"SQLite {database} in the --out folder"
     storage = optuna.storages.RDBStorage(storage or f"sqlite:///{(out_dir / database).resolve()}",
                                          heartbeat_interval=HEARTBEAT_SECONDS, grace_period=HEARTBEAT_GRACE_SECONDS)
-    seed_of_sampler = sampler_seed(study_name, n_train, worker)
     selection = base.training.selection_metric
     study = optuna.create_study(study_name=study_name, storage=storage,
                                 direction="maximize" if selection.higher_is_better else "minimize",
-                                sampler=_sampler(arm, seed_of_sampler),
-                                pruner=_pruner(warmup_epochs),
-                                load_if_exists=True)
-    if study.trials:  # resumed: a fresh seed, or worker K would repeat the start-up draws it made before
-        seed_of_sampler = sampler_seed(study_name, n_train, worker + len(study.trials))
-        study.sampler = _sampler(arm, seed_of_sampler)
+                                pruner=_pruner(warmup_epochs), load_if_exists=True)
+    # offset by the trials the study holds: a worker resuming it does not repeat its earlier start-up draws
+    seed_of_sampler = sampler_seed(study_name, n_train, worker + len(study.trials))
+    study.sampler = _sampler(arm, seed_of_sampler)
 
     def objective(trial: optuna.Trial) -> float:
         params = {dimension.name: dimension.suggest(trial) for dimension in SEARCH_SPACES[arm]}
