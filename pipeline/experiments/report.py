@@ -410,14 +410,21 @@ def _search_order(record: tuple[Path, dict]) -> tuple[tuple[bool, int], str]:
     return _size_order(n_key(best.get("n_train", "full"))), best["arm"]
 
 
+def _pruning_rule(best: dict) -> str:
+    """The pruning rule a search ran under, as its ``best_<arm>.json`` states it."""
+    return best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")
+
+
 def _search_table(section: Section) -> list[str]:
     """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
-    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best."""
+    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best;
+    where the section's searches ran under different pruning rules, each row names its rule."""
     folder = section.path.parent / "tuning" / section.name
-    rows, pruning = [], {}
-    records = [(path, json.loads(path.read_text())) for path in folder.glob("**/best_*.json")]
-    for best_path, best in sorted(records, key=_search_order):
-        pruning[best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")] = None
+    records = sorted(((path, json.loads(path.read_text())) for path in folder.glob("**/best_*.json")),
+                     key=_search_order)
+    rules = list(dict.fromkeys(_pruning_rule(best) for _, best in records))
+    rows = []
+    for best_path, best in records:
         trials = best_path.with_name(f"trials_{best['arm']}.csv")
         states = [line.split(",")[1] for line in trials.read_text().splitlines()[1:]] if trials.is_file() else []
         completed = best.get("trials_completed", states.count("COMPLETE") if states else "?")
@@ -426,12 +433,13 @@ def _search_table(section: Section) -> list[str]:
         seeds = ", ".join(map(str, best.get("seeds", [0])))  # records before multi-seed scoring: seed 0
         objective = {"val_loss": "val loss"}.get(best.get("objective"), "val AUC")  # older records: AUC
         value = best.get("best_value", best.get("best_val_auc"))
-        rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started} | {search} | "
-                    f"{seeds} | {objective} {value:.4f} |")
+        rule = rules.index(_pruning_rule(best)) + 1 if len(rules) > 1 else None
+        rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started}"
+                    f"{f', pruning rule {rule}' if rule else ''} | {search} | {seeds} | {objective} {value:.4f} |")
     if not rows:
         return []
-    return ["", "Tuning (validation split only; a trial counts when it completed, pruned ones do not; "
-            f"{'; '.join(pruning)}):", "",
+    pruning = rules[0] if len(rules) == 1 else "; ".join(f"pruning rule {k}: {r}" for k, r in enumerate(rules, 1))
+    return ["", f"Tuning (validation split only; a trial counts when it completed, pruned ones do not; {pruning}):", "",
             "| n | arm | trials completed of started | search space | scored on seeds | objective: best (their mean) |",
             "|---|---|---|---|---|---|", *rows]
 

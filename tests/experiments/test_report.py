@@ -149,20 +149,22 @@ def test_headline_columns_line_up_when_sections_name_different_penalty_arms(tmp_
     assert all(row.strip("|").split("|")[vp_original + 2].strip() == "–" for row in rows)  # vp_tuned never ran
 
 
-def test_the_tuning_table_says_which_seeds_and_objective_scored_each_search(tmp_path, repo_root):
+def test_the_tuning_table_says_which_seeds_objective_and_pruning_rule_scored_each_search(tmp_path, repo_root):
     _section(tmp_path / "one", "one", [None], shift=0.0)
-    records = ((50, {"seeds": [0, 1, 2], "best_val_auc": 0.9}),
-               (100, {"best_val_auc": 0.9}),  # a record from before multi-seed scoring has no seeds
-               (200, {"seeds": [0], "objective": "val_loss", "best_value": 0.25}))
+    records = ((50, {"seeds": [0, 1, 2], "best_val_auc": 0.9, "pruning": "rule A"}),
+               (100, {"best_val_auc": 0.9, "pruning": "rule B"}),  # from before multi-seed scoring: no seeds
+               (200, {"seeds": [0], "objective": "val_loss", "best_value": 0.25, "pruning": "rule A"}))
     for n, extra in records:
         best = tmp_path / "tuning" / "one" / f"n_{n}" / "best_ce_dropout.json"
         best.parent.mkdir(parents=True)
         best.write_text(json.dumps({"arm": "ce_dropout", "n_train": n, "trials_completed": 20,
                                     "trials_started": 25, "search": "dropout 0–0.5; lr 0.0003–0.01 (log)", **extra}))
     text = write_report([tmp_path / "one"], tmp_path / "report.md", repo_root, draw=False)[0].read_text()
-    assert "| 50 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0, 1, 2 | val AUC 0.9000 |" in text
-    assert "| 100 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | val AUC 0.9000 |" in text
-    assert "| 200 | ce_dropout | 20 of 25 | dropout 0–0.5; lr 0.0003–0.01 (log) | 0 | val loss 0.2500 |" in text
+    search = "dropout 0–0.5; lr 0.0003–0.01 (log)"
+    assert f"| 50 | ce_dropout | 20 of 25, pruning rule 1 | {search} | 0, 1, 2 | val AUC 0.9000 |" in text
+    assert f"| 100 | ce_dropout | 20 of 25, pruning rule 2 | {search} | 0 | val AUC 0.9000 |" in text
+    assert f"| 200 | ce_dropout | 20 of 25, pruning rule 1 | {search} | 0 | val loss 0.2500 |" in text
+    assert "pruned ones do not; pruning rule 1: rule A; pruning rule 2: rule B):" in text  # each rule once
     rows = [line.split(" | ")[0] for line in text.splitlines() if "| ce_dropout | 20 of" in line]
     assert rows == ["| 50", "| 100", "| 200"]  # by size, not by the folder names' text order (n_100 < n_50)
 
