@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--allow-dirty", action="store_true",
                            help="record results although pipeline/ has uncommitted changes (marked dirty; default: "
                            "refuse)")
+    benchmark.add_argument("--keep-checkpoints", action="store_true",
+                           help="keep each finished run's checkpoints (default: delete them once its result is "
+                           "written; curves and logs stay)")
 
     tune = _verb(verbs, "tune", "search an arm's hyperparameters on the validation split (Optuna)",
                  ["medvp tune --spec benchmarks/specs/pneumoniamnist.yaml --arm vp_tuned --trials 6"], flags)
@@ -383,7 +386,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     progress = run_benchmark(spec, shard=shard, time_limit_minutes=args.time_limit, allow_dirty=args.allow_dirty,
                              arms=args.arms.split(",") if args.arms else None,
                              sizes=args.sizes.split(",") if args.sizes else None,
-                             seeds=_seed_list(args.seeds) if args.seeds else None)
+                             seeds=_seed_list(args.seeds) if args.seeds else None,
+                             keep_checkpoints=args.keep_checkpoints)
     print(f"{progress.done}/{progress.total} runs finished; results in {spec.results}")
     return 0
 

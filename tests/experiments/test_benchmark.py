@@ -51,6 +51,9 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
     assert lines[0].startswith("[1/4] ce n=40 seed 0") and "ETA" in lines[0]
     results = sorted((tmp_path / "results" / "tiny").glob("*/n_40/seed_*.json"))
     assert len(results) == 4
+    run_dirs = sorted(path for path in (tmp_path / "runs" / "tiny").glob("*/n_40/seed_*") if path.is_dir())
+    assert len(run_dirs) == 4  # each finished run keeps its curves and logs but not its checkpoints
+    assert not any((run / "checkpoints").exists() for run in run_dirs) and all(any(run.iterdir()) for run in run_dirs)
     record = json.loads((tmp_path / "results" / "tiny" / "spec.json").read_text())
     assert (record["results"], record["runs"]) == ("results/tiny", "runs")  # relative to the working directory
     result = json.loads(results[0].read_text())
@@ -70,8 +73,10 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
     missing = tmp_path / "results" / "tiny" / "vp_original" / "n_40" / "seed_1.json"
     missing.unlink()
     lines.clear()
-    progress = run_benchmark(spec, report=lines.append, allow_dirty=True)
+    progress = run_benchmark(spec, report=lines.append, allow_dirty=True, keep_checkpoints=True)
     assert lines[0] == "3/4 runs already finished: skipped" and len(lines) == 2
+    kept = tmp_path / "runs" / "tiny" / "vp_original" / "n_40" / "seed_1" / "checkpoints"
+    assert (kept / "best.pt").is_file()
     assert "vp_original n=40 seed 1" in lines[1]
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in untouched.items() if path != missing)
     written = write_report([tmp_path / "results" / "tiny"], tmp_path / "docs" / "benchmarks.md", repo_root)
