@@ -256,7 +256,7 @@ def run_benchmark(spec: BenchmarkSpec, report=print, shard: tuple[int, int] = (1
                 continue
             if finished(n, seed, arm):  # another process finished it between the check and the claim
                 continue
-            result = run_one(spec, arm, seed, n, provenance, keep_checkpoints)
+            result = run_one(spec, arm, seed, n, provenance, keep_checkpoints=keep_checkpoints)
         durations.append(time.perf_counter() - started)
         done = sum(finished(*cell) for cell in todo)
         remaining = sum(not finished(*cell) for cell in mine)

@@ -121,7 +121,7 @@ def _recording_run_one(trained: list, before=lambda: None):
     """A stand-in for runner.run_one that records (arm, seed) and writes an empty result, without training."""
     import pipeline.experiments.runner as runner
 
-    def fake_run(spec, arm, seed, n="full", provenance=None):
+    def fake_run(spec, arm, seed, n="full", provenance=None, keep_checkpoints=False):
         before()
         trained.append((arm, seed))
         path = runner.result_path(spec, arm, seed, n)
@@ -174,7 +174,7 @@ def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_
         "arms": ["ce", "ce_dropout"], "arm_settings_by_n": {"50": {"ce_dropout": {"dropout": 0.2, "lr": 0.001}}}})
     trained = []
 
-    def fake_run(spec, arm, seed, n="full", provenance=None):  # records what the cell trained with, as run_one does
+    def fake_run(spec, arm, seed, n="full", provenance=None, keep_checkpoints=False):  # records overrides as run_one
         trained.append((arm, seed))
         path = runner.result_path(spec, arm, seed, n)
         path.parent.mkdir(parents=True, exist_ok=True)
