@@ -16,9 +16,10 @@
 #   original_vp_seeds=S,T   only the listed seeds of the tuned penalty arm, with the committed arm_settings
 #   tune=SPEC:N,...  the tuned arms' searches (TUNED_ARMS below) of each SPEC at subset size N, in that order of
 #                    priority, several `medvp tune` workers per study, as many workers as there are CPU cores
-#                    (1 thread each); run folders on tmpfs, checkpoints deleted once a minute old (the searches
-#                    only read a run's best validation value); a study that has not reached its completed trials
-#                    by the deadline is stopped and packed as it stands: carry runs/gpu_tuning to the next lease
+#                    (1 thread each); run folders on tmpfs (`medvp tune` deletes a trial's checkpoints once it
+#                    is scored or pruned: the searches only read a run's best validation value); a study that
+#                    has not reached its completed trials by the deadline is stopped and packed as it stands:
+#                    carry runs/gpu_tuning to the next lease
 #                    and the same job resumes it (a killed worker's trial is marked failed by its heartbeat)
 # Results name the commit through MEDVP_COMMIT (pipeline/experiments/provenance.py), which is set only after the
 # hash check passed. Unpack results.tgz in the repository root; searches land in runs/gpu_tuning/SPEC/n_N/.
@@ -107,7 +108,6 @@ from pipeline.experiments.spec import TUNED_ARMS; print(*[a for a in load_spec(P
   echo "tune: ${#studies[@]} studies, $(cores) cores, run folders in $root"
   declare -A workers first launches
   while [ "$(seconds_left)" -gt 30 ]; do
-    find "$root" -name '*.pt' -mmin +1 -delete 2>/dev/null
     slots=$(( $(cores) - $(alive ${background_pids[@]+"${background_pids[@]}"}) ))
     pending=0
     for key in "${studies[@]}"; do

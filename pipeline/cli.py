@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "subset; default: the spec's tuning.seeds, else 0)")
     tune.add_argument("--allow-dirty", action="store_true",
                       help="tune although pipeline/ has uncommitted changes (recorded as dirty; default: refuse)")
+    tune.add_argument("--keep-checkpoints", action="store_true",
+                      help="keep each trial's checkpoints (default: delete them once the trial is scored or pruned)")
     tune.add_argument("--out", type=Path, default=Path("runs/tuning"),
                       help="folder for the trials' runs, the SQLite study and best_<arm>.json")
     tune.add_argument("--storage", default=None, help="an Optuna database URL (default: SQLite in --out; "
@@ -423,8 +425,9 @@ def _tune(args: argparse.Namespace) -> int:
     seeds = _seed_list(args.seeds) if args.seeds else seeds
     study = tune(config, args.arm, args.trials, args.out, overrides, args.storage, study_name=name, n_train=n_train,
                  warmup_epochs=args.warmup, seeds=tuple(seeds), allow_dirty=args.allow_dirty,
-                 worker=args.worker)
-    print(f"best validation AUC {study.best_value:.4f} with {study.best_params}; "
+                 worker=args.worker, keep_checkpoints=args.keep_checkpoints)
+    objective = "validation AUC" if study.direction.name == "MAXIMIZE" else "validation loss"
+    print(f"best {objective} {study.best_value:.4f} with {study.best_params}; "
           f"written: {args.out / f'best_{args.arm}.json'}")
     return 0
 

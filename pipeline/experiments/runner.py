@@ -15,7 +15,7 @@ from filelock import FileLock, Timeout
 
 from pipeline.config import load_config
 from pipeline.engine import RunDir, predict_split, train
-from pipeline.engine.checkpoint import CHECKPOINT_DIR, write_run_file
+from pipeline.engine.checkpoint import delete_checkpoints, write_run_file
 from pipeline.engine.history import json_safe
 from pipeline.errors import ConfigError
 from pipeline.evaluation import classification_metrics
@@ -121,8 +121,8 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
 
     ``provenance`` (commit, dirty flag, CPU, threads, versions) is recorded as given; by default it is taken
     now, refusing uncommitted changes under pipeline/. Once the result is written the run's checkpoints are
-    deleted unless ``keep_checkpoints`` (the result holds everything the report reads; a ResNet-18 run's
-    checkpoints take about 170 MB, so a study of a thousand runs would fill a disk); its curves and logs stay."""
+    deleted (:func:`delete_checkpoints`; the result holds everything the report reads) unless
+    ``keep_checkpoints``."""
     provenance = provenance or require_clean(allow_dirty=False)
     run_dir = _run_dir(spec, arm, seed, n)
     if run_dir.exists():
@@ -162,7 +162,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     path.parent.mkdir(parents=True, exist_ok=True)
     write_run_file(path, json.dumps(json_safe(result), indent=1))  # atomic: a crash leaves no half-written result
     if not keep_checkpoints:
-        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+        delete_checkpoints(run_dir)
     return result
 
 

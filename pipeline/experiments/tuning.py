@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.config import Config, load_config
 from pipeline.engine import train
+from pipeline.engine.checkpoint import delete_checkpoints
 from pipeline.engine.history import write_table
 from pipeline.errors import ConfigError
 from pipeline.experiments.provenance import require_clean
@@ -150,7 +151,7 @@ def _sampler(arm: str, seed: int) -> optuna.samplers.BaseSampler:
 def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: list[str] = (),
          storage: str | None = None, study_name: str | None = None, n_train: int | str = FULL,
          warmup_epochs: int = 5, seeds: tuple[int, ...] = (0,), allow_dirty: bool = False,
-         worker: int = 0) -> optuna.Study:
+         worker: int = 0, keep_checkpoints: bool = False) -> optuna.Study:
     """Search ``arm``'s hyperparameters until ``trials`` trials have completed, optimizing a run's best value of
     the configuration's ``training.selection_metric`` (highest validation AUC or lowest validation loss), averaged
     over ``seeds``.
@@ -165,7 +166,9 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
     a resumed study offsets it by the trials it holds; each trial records the seed that proposed it, and
     best_<arm>.json the best trial's). The study is named ``study_name`` (the CLI passes
     ``<spec>-<arm>-n<n>``) in ``storage`` (any database URL Optuna accepts; default SQLite in ``out_dir``); the
-    best parameters and the trial counts go to ``out_dir/best_<arm>.json``.
+    best parameters and the trial counts go to ``out_dir/best_<arm>.json``. A trial's checkpoints are deleted
+    once it is scored, pruned or failed (:func:`delete_checkpoints`; nothing resumes a trial) unless
+    ``keep_checkpoints``.
     """
     if arm not in SEARCH_SPACES:
         raise ConfigError(f"--arm {arm!r}: expected one of {sorted(SEARCH_SPACES)}")
@@ -200,8 +203,12 @@ def tune(config_path: Path, arm: str, trials: int, out_dir: Path, overrides: lis
         pruning, scores = _Pruning(trial, selection), []
         for seed in seeds:
             seed_dir = run_dir if len(seeds) == 1 else run_dir / f"seed_{seed}"
-            result = train(load_config(config_path, [*trial_set, f"training.seed={seed}", *data[seed]]), seed_dir,
-                           on_validation=pruning if seed == seeds[0] else None)
+            try:
+                result = train(load_config(config_path, [*trial_set, f"training.seed={seed}", *data[seed]]),
+                               seed_dir, on_validation=pruning if seed == seeds[0] else None)
+            finally:
+                if not keep_checkpoints:
+                    delete_checkpoints(seed_dir)
             if pruning.pruned_at is not None:
                 raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
             scores.append(result.best_value)

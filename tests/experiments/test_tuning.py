@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 import pipeline.engine.data_setup as components
+from pipeline.engine.checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR
 from pipeline.errors import ConfigError
 from pipeline.experiments.tuning import (
     SEARCH_SPACES,
@@ -212,7 +213,9 @@ def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp
     def fake_train(config, run_dir, on_validation):
         seed = config.training.seed
         calls.append({"seed": seed, "data": str(config.data.path), "dir": run_dir.name, "pruning": on_validation})
-        if on_validation is not None and next(prune_first_seed):
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
+        (run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT).write_bytes(b"weights")
+        if on_validation is not None and next(prune_first_seed, False):
             on_validation.pruned_at = 3  # what the pruner callback sets when it stops a trial
         return Result({0: 0.9, 1: 0.6, 2: 0.75}[seed])
 
@@ -230,6 +233,12 @@ def test_a_trial_is_scored_on_every_tuning_seed_and_pruned_on_the_first_only(tmp
     assert study.trials[1].user_attrs["val_auc_by_seed"] == [0.9, 0.6, 0.75]
     best = json.loads((tmp_path / "best_ce_dropout.json").read_text())
     assert best["seeds"] == [0, 1, 2] and best["best_value"] == pytest.approx(0.75)
+    # scored and pruned trials alike leave their folders without checkpoints (nothing resumes a trial)
+    assert (tmp_path / "trials" / "ce_dropout_0").is_dir() and not list((tmp_path / "trials").rglob("*.pt"))
+    kept = tmp_path / "kept"
+    tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=1, out_dir=kept, n_train=60,
+         seeds=(0, 1), allow_dirty=True, keep_checkpoints=True)
+    assert len(list((kept / "trials").rglob(BEST_CHECKPOINT))) == 2
     with pytest.raises(ConfigError, match="distinct seeds"):
         tune(repo_root / "configs" / "pneumoniamnist_demo.yaml", "ce_dropout", trials=1, out_dir=tmp_path,
              seeds=(1, 1), allow_dirty=True)
