@@ -364,8 +364,8 @@ def _stale_note(section: Section) -> str:
         folder = path.parent.relative_to(section.path).as_posix()
         folders[folder] = folders.get(folder, 0) + 1
     return (f" **{len(section.stale)} stale result(s) are left out**: trained with overrides the spec no longer "
-            "names for their cells (settings changed after they ran: `medvp benchmark` runs them again), or for "
-            "cells it no longer plans: " +
+            "names for their cells or with another base config (settings changed after they ran: `medvp benchmark` "
+            "runs them again), or for cells it no longer plans: " +
             ", ".join(f"`{folder}/` ({count})" for folder, count in folders.items()) + ".")
 
 

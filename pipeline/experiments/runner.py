@@ -22,6 +22,7 @@ from pipeline.evaluation import classification_metrics
 from pipeline.experiments.provenance import Provenance, require_clean
 from pipeline.experiments.spec import (
     BenchmarkSpec,
+    base_config_digest,
     cell_overrides,
     cells,
     describe_unsettled,
@@ -49,8 +50,8 @@ def result_path(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -
 
 def recorded_state(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL) -> str:
     """``missing`` (no result, or one cut short by a crash while it was written), ``current`` (a result trained
-    with what the spec now names) or ``stale`` (its recorded overrides differ: the spec's settings for the cell
-    changed after it ran, e.g. re-tuned)."""
+    with what the spec now names) or ``stale`` (its recorded overrides or base config differ: the spec's settings
+    for the cell, or its base config, changed after it ran, e.g. re-tuned)."""
     path = result_path(spec, arm, seed, n)
     if not path.is_file():
         return "missing"
@@ -141,6 +142,7 @@ def run_one(spec: BenchmarkSpec, arm: str, seed: int, n: int | str = FULL,
     result = {
         "spec": spec.name, "arm": arm, "seed": seed, "n_train": n, "subset": subset,
         "overrides": [o for o in overrides if not o.startswith("data.path=")],
+        "base_config_digest": base_config_digest(spec.base_config),
         "selection": f"checkpoint with the {config.training.selection_metric.description} (first reached)",
         "test": selected["test"], "val": selected["val"], "train": selected["train"],
         "test_last_epoch": _split_metrics(run_dir, "test", "last"),

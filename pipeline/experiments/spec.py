@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -209,15 +211,29 @@ def cells(spec: BenchmarkSpec) -> list[tuple[int | str, int, str]]:
     return [(n, seed, arm) for n in sizes for seed in spec.seeds for arm in spec.arms if has_settings(spec, arm, n)]
 
 
+def base_config_digest(path: Path) -> str | None:
+    """A digest of the base config's content as parsed (comments and layout do not count), or None where the
+    file is not there (a report read on another machine). A result records it: the overrides alone did not show
+    that the demo config's filters changed between runs of one study."""
+    if not path.is_file():
+        return None
+    canonical = json.dumps(read_yaml(path), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
 def is_stale(spec: BenchmarkSpec, result: dict) -> bool:
-    """Whether a result is not what its cell would train now: it records other overrides, or its cell is no
-    longer planned (an arm or size the spec dropped, a tuned arm without settings there). A result that records
-    no overrides (written before results kept them) cannot tell and counts as current."""
+    """Whether a result is not what its cell would train now: it records other overrides or another base config
+    (its digest, :func:`base_config_digest`), or its cell is no longer planned (an arm or size the spec dropped,
+    a tuned arm without settings there). A result that records no overrides, or no digest, (written before
+    results kept them) cannot tell that part and counts as current for it."""
     recorded = result.get("overrides")
     if recorded is None:
         return False
     arm, n = result["arm"], result.get("n_train", "full")
     if arm not in spec.arms or n not in spec.n_train or not has_settings(spec, arm, n):
+        return True
+    digest = result.get("base_config_digest")
+    if digest is not None and base_config_digest(spec.base_config) not in (None, digest):
         return True
     return recorded != cell_overrides(spec, arm, result["seed"], n)
 

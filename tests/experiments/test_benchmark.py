@@ -8,6 +8,7 @@ import pipeline.experiments.provenance as provenance
 from pipeline.errors import ConfigError
 from pipeline.experiments import arm_overrides, load_spec, run_benchmark, write_report
 from pipeline.experiments.runner import recorded_state
+from pipeline.experiments.spec import base_config_digest
 
 
 def tiny_spec(tmp_path, repo_root, n_train="[full]"):
@@ -65,6 +66,7 @@ def test_tiny_benchmark_end_to_end_with_resume_and_report(tmp_path, repo_root, m
     assert result["subset"]["n_train"] == 40 and sum(result["subset"]["class_counts"].values()) == 40
     # what a run records is what the staleness check compares with: a fresh result is current
     assert all(recorded_state(spec, arm, seed, 40) == "current" for arm in ("ce", "vp_original") for seed in (0, 1))
+    assert result["base_config_digest"] == base_config_digest(spec.base_config) is not None
     assert result["train_last_epoch"]["accuracy"] >= 0 and result["val_last_epoch"]["nll"] > 0
     assert result["dirty"] is True and len(result["commit"]) == 40 and result["threads"] >= 1 and result["cpu"]
     assert {"torch", "monai", "numpy", "scipy", "optuna", "pytorch-ignite"} <= set(result["versions"])
@@ -213,6 +215,29 @@ def test_a_result_trained_with_settings_the_spec_no_longer_names_runs_again(tmp_
         runner.result_path(retuned, "ce_dropout", 0, 50).read_text()))
     assert is_stale(retuned.model_copy(update={"arms": ["ce"]}), {"arm": "ce_dropout", "seed": 0, "n_train": 50,
                                                                    "overrides": []})
+
+
+def test_a_result_trained_on_another_base_config_is_stale_and_a_comment_does_not_count(tmp_path, repo_root):
+    """Ten runs of a study once trained the demo config's former network: the filters changed in the base config,
+    which the recorded overrides did not show."""
+    import yaml
+
+    from pipeline.experiments.spec import cell_overrides, is_stale
+
+    base = tmp_path / "base.yaml"
+    base.write_text((repo_root / "configs" / "pneumoniamnist_demo.yaml").read_text())
+    spec = tiny_spec(tmp_path, repo_root).model_copy(update={"base_config": base})
+    result = {"arm": "ce", "seed": 0, "n_train": "full", "overrides": cell_overrides(spec, "ce", 0, "full"),
+              "base_config_digest": base_config_digest(base)}
+    assert not is_stale(spec, result)
+    base.write_text("# a comment and another layout change nothing\n" + base.read_text() + "\n\n")
+    assert not is_stale(spec, result)
+    config = yaml.safe_load(base.read_text())
+    config["model"]["options"] = {"channels": [32, 32, 64, 64]}
+    base.write_text(yaml.safe_dump(config))
+    assert is_stale(spec, result)
+    assert not is_stale(spec, {key: value for key, value in result.items() if key != "base_config_digest"})
+    assert not is_stale(spec.model_copy(update={"base_config": tmp_path / "elsewhere.yaml"}), result)
 
 
 def test_a_cell_another_process_is_running_is_skipped_not_trained_twice(tmp_path, repo_root, monkeypatch):
