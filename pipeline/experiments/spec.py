@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -217,6 +218,14 @@ def base_config_digest(path: Path) -> str | None:
     that the demo config's filters changed between runs of one study."""
     if not path.is_file():
         return None
+    status = path.stat()
+    return _content_digest(path, status.st_mtime_ns, status.st_size)
+
+
+@lru_cache(maxsize=32)
+def _content_digest(path: Path, mtime_ns: int, size: int) -> str:
+    """:func:`base_config_digest`'s work, once per version of the file (its modification time and size are in the
+    key): a report checks every result against its section's one base config."""
     canonical = json.dumps(read_yaml(path), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
