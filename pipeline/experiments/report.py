@@ -245,6 +245,18 @@ def _threads(run: dict) -> str:
     return found.group(1) if found else "?"
 
 
+def _traceability(commit: str | None, repository: Path, dirty: int = 0) -> str:
+    """Whether results that recorded ``commit`` (``dirty`` of them from uncommitted changes) can be traced to code
+    in this repository: "traceable", or why not, in bold."""
+    if commit is None:
+        return "**untraceable**: no commit recorded"
+    if not commit_exists(commit, repository):
+        return "**untraceable**: commit not in this repository"
+    if dirty:
+        return f"**dirty**: {dirty} run(s) from uncommitted changes"
+    return "traceable"
+
+
 def _provenance(section: Section, repository: Path) -> tuple[list[str], int]:
     """A line per recorded commit: how many runs, and whether the run can be traced to code in this repository."""
     runs = section.all_runs()
@@ -254,14 +266,8 @@ def _provenance(section: Section, repository: Path) -> tuple[list[str], int]:
     lines, untraceable = [], 0
     for commit, members in sorted(by_commit.items(), key=lambda item: str(item[0])):
         dirty = sum(bool(run.get("dirty")) for run in members)
-        if commit is None:
-            status = "**untraceable**: no commit recorded"
-        elif not commit_exists(commit, repository):
-            status = "**untraceable**: commit not in this repository"
-        elif dirty:
-            status = f"**dirty**: {dirty} run(s) from uncommitted changes"
-        else:
-            status = "traceable"
+        status = _traceability(commit, repository, dirty)
+        if status == "traceable":
             named = sum(run.get("commit_source") == COMMIT_VARIABLE for run in members)
             status += f" ({named} named by {COMMIT_VARIABLE} on a copy without git)" if named else ""
         untraceable += len(members) if status.startswith("**untraceable") else dirty
@@ -415,10 +421,21 @@ def _pruning_rule(best: dict) -> str:
     return best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")
 
 
-def _search_table(section: Section) -> list[str]:
+def _searched_at(best: dict, repository: Path) -> str:
+    """Where a search ran, as its ``best_<arm>.json`` recorded it: the commit, the device its best trial trained
+    on and the CPU; a search whose code cannot be traced says so instead."""
+    status = _traceability(best.get("commit"), repository, int(bool(best.get("dirty"))))
+    if status != "traceable":
+        return status.replace("run(s)", "search")
+    device = best.get("hardware") or "device not recorded"
+    return f"{best['commit'][:7]}; {device}; {best.get('cpu') or 'CPU not recorded'}"
+
+
+def _search_table(section: Section, repository: Path) -> list[str]:
     """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
-    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best;
-    where the section's searches ran under different pruning rules, each row names its rule."""
+    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best,
+    and where it ran (:func:`_searched_at`); where the section's searches ran under different pruning rules, each
+    row names its rule."""
     folder = section.path.parent / "tuning" / section.name
     records = sorted(((path, json.loads(path.read_text())) for path in folder.glob("**/best_*.json")),
                      key=_search_order)
@@ -435,13 +452,15 @@ def _search_table(section: Section) -> list[str]:
         value = best.get("best_value", best.get("best_val_auc"))
         rule = rules.index(_pruning_rule(best)) + 1 if len(rules) > 1 else None
         rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started}"
-                    f"{f', pruning rule {rule}' if rule else ''} | {search} | {seeds} | {objective} {value:.4f} |")
+                    f"{f', pruning rule {rule}' if rule else ''} | {search} | {seeds} | {objective} {value:.4f} | "
+                    f"{_searched_at(best, repository)} |")
     if not rows:
         return []
     pruning = rules[0] if len(rules) == 1 else "; ".join(f"pruning rule {k}: {r}" for k, r in enumerate(rules, 1))
     return ["", f"Tuning (validation split only; a trial counts when it completed, pruned ones do not; {pruning}):", "",
-            "| n | arm | trials completed of started | search space | scored on seeds | objective: best (their mean) |",
-            "|---|---|---|---|---|---|", *rows]
+            "| n | arm | trials completed of started | search space | scored on seeds | objective: best (their mean) "
+            "| searched at (commit; device; CPU) |",
+            "|---|---|---|---|---|---|---|", *rows]
 
 
 def _selection(section: Section) -> str:
@@ -545,7 +564,7 @@ def render_section(section: Section, figures: Path, link: str, repository: Path,
                   "| method | test AUC | test accuracy | source |", "|---|---|---|---|"]
         lines += [f"| {row['method']} | {row['auc']} | {row['accuracy']} | {row['source']} |"
                   for row in spec["published"]]
-    lines += _tuning(section) + _search_table(section) + _paired_tables(section)
+    lines += _tuning(section) + _search_table(section, repository) + _paired_tables(section)
     plots = [(plot_curves, (), figures / f"{section.name}_curves.png")]
     if section.comparisons:
         plots.append((plot_forest, (_HEADLINE,), figures / f"{section.name}_forest.png"))

@@ -229,3 +229,25 @@ def test_the_arm_table_counts_runs_whose_test_predictions_were_all_one_class(tmp
         path.write_text(json.dumps({**result, "test": {"accuracy": 0.8, "auc": 0.9}}))
     text = write_report([tmp_path / "one"], tmp_path / "report.md", tmp_path, draw=False)[0].read_text()
     assert "| ce | 4 | – | 0.800 ± 0.000 |" in text.split("### n = 50 training items")[1]
+
+
+def test_the_tuning_table_says_where_each_search_ran_and_marks_an_untraceable_one(tmp_path, repo_root):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True).stdout.strip()
+    _section(tmp_path / "tuned", "tuned", [head], shift=0.0)
+    searches = {"vp_tuned": {"commit": head, "hardware": "NVIDIA H200 (CUDA 13.0)", "cpu": "Test CPU"},
+                "ce_dropout": {"commit": head, "dirty": True},
+                "ce_weight_decay": {},  # the first study's records: no commit
+                "ce_label_smoothing": {"commit": "f" * 40, "cpu": "Test CPU"}}
+    folder = tmp_path / "tuning" / "tuned" / "n_50"
+    folder.mkdir(parents=True)
+    for arm, where in searches.items():
+        best = {"arm": arm, "params": {}, "best_value": 0.9, "trials_completed": 20, "trials_started": 30,
+                "n_train": 50, **where}
+        (folder / f"best_{arm}.json").write_text(json.dumps(best))
+    text = write_report([tmp_path / "tuned"], tmp_path / "report.md", repo_root, draw=False)[0].read_text()
+    rows = {line.split(" | ")[1]: line.split(" | ")[-1] for line in text.splitlines() if line.startswith("| 50 | ")
+            and "20 of 30" in line}
+    assert rows == {"vp_tuned": f"{head[:7]}; NVIDIA H200 (CUDA 13.0); Test CPU |",
+                    "ce_dropout": "**dirty**: 1 search from uncommitted changes |",
+                    "ce_weight_decay": "**untraceable**: no commit recorded |",
+                    "ce_label_smoothing": "**untraceable**: commit not in this repository |"}
