@@ -123,6 +123,27 @@ def test_the_pruner_stops_the_lowest_quarter_after_the_warm_up_only():
     assert not pruned_at(2, 0.50)  # still in the warm-up (3 epochs run before a trial can be pruned)
 
 
+def test_the_pruner_compares_with_every_finished_trial_not_only_the_completed_survivors():
+    def study_with(pruner):
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for value in (0.80, 0.85, 0.90, 0.95, 0.95):  # completed: the survivors, lowest quarter from 0.85
+            trial = study.ask()
+            for epoch in range(1, 5):
+                trial.report(value, step=epoch)
+            study.tell(trial, value)
+        for _ in range(10):  # pruned at epoch 4 with 0.60: most of what was tried
+            trial = study.ask()
+            trial.report(0.60, step=4)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        trial = study.ask()
+        trial.report(0.75, step=4)
+        return trial.should_prune()
+
+    # Optuna's own rule prunes a trial better than two thirds of those tried; the finished population keeps it
+    assert study_with(optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=3))
+    assert not study_with(_pruner(warmup_epochs=3))
+
+
 def test_search_spaces_are_comparable_and_seeds_differ_per_dataset_and_size():
     assert len(SEARCH_SPACES["vp_tuned"]) == 4
     assert all(len(SEARCH_SPACES[arm]) == 2 for arm in ("ce_dropout", "ce_label_smoothing", "ce_weight_decay"))
