@@ -144,8 +144,10 @@ class _FinishedTrialsPercentilePruner(optuna.pruners.BasePruner):
     the survivors of earlier checks, so its bar rises as a search goes on: BreastMNIST, ResNet-18 (28), n = 50,
     78 validation images, the tuned penalty had 12 trials completed when it reached the cap of 160 started (148
     pruned, 91 of them at epoch 5, the first allowed), against the 20 completed the protocol asks for. Counting
-    every trial that reached the epoch keeps the bar at the lowest quarter of the trials tried. Optuna has no
-    option for that population, hence this class.
+    every trial that reached the epoch lowers the bar where most trials are pruned, at the first epochs checked;
+    a later epoch is reached only by trials that passed the earlier checks, so the bar still rises there. Rerun
+    with this rule (commit 84d4cdf), the same search completed its 20 trials after 116 started (96 pruned, 35 at
+    epoch 5). Optuna has no option for that population, hence this class.
     """
 
     def __init__(self, warmup_epochs: int, startup_trials: int = 5, kept_percentile: float = 75.0) -> None:
