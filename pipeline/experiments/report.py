@@ -416,9 +416,18 @@ def _search_order(record: tuple[Path, dict]) -> tuple[tuple[bool, int], str]:
     return _size_order(n_key(best.get("n_train", "full"))), best["arm"]
 
 
+#: what the tuner's earlier descriptions of its pruning rule left out, added where the report prints them
+_PRUNING_CLARIFIED = {
+    "a trial is pruned when its best validation score so far is in the worst quarter of earlier trials' at that "
+    "epoch": " (earlier completed trials only: Optuna's PercentilePruner, before 2026-12-05)",
+}
+
+
 def _pruning_rule(best: dict) -> str:
-    """The pruning rule a search ran under, as its ``best_<arm>.json`` states it."""
-    return best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")
+    """The pruning rule a search ran under, as its ``best_<arm>.json`` states it (clarified where an earlier
+    description was incomplete)."""
+    rule = best.get("pruning", "pruning not recorded (the rule of the tuner at the time)")
+    return rule + _PRUNING_CLARIFIED.get(rule, "")
 
 
 def _searched_at(best: dict, repository: Path) -> str:

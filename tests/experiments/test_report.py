@@ -234,7 +234,10 @@ def test_the_arm_table_counts_runs_whose_test_predictions_were_all_one_class(tmp
 def test_the_tuning_table_says_where_each_search_ran_and_marks_an_untraceable_one(tmp_path, repo_root):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True).stdout.strip()
     _section(tmp_path / "tuned", "tuned", [head], shift=0.0)
-    searches = {"vp_tuned": {"commit": head, "hardware": "NVIDIA H200 (CUDA 13.0)", "cpu": "Test CPU"},
+    old_rule = ("a trial is pruned when its best validation score so far is in the worst quarter of earlier trials' "
+                "at that epoch")
+    searches = {"vp_tuned": {"commit": head, "hardware": "NVIDIA H200 (CUDA 13.0)", "cpu": "Test CPU",
+                             "pruning": old_rule},
                 "ce_dropout": {"commit": head, "dirty": True},
                 "ce_weight_decay": {},  # the first study's records: no commit
                 "ce_label_smoothing": {"commit": "f" * 40, "cpu": "Test CPU"}}
@@ -251,3 +254,5 @@ def test_the_tuning_table_says_where_each_search_ran_and_marks_an_untraceable_on
                     "ce_dropout": "**dirty**: 1 search from uncommitted changes |",
                     "ce_weight_decay": "**untraceable**: no commit recorded |",
                     "ce_label_smoothing": "**untraceable**: commit not in this repository |"}
+    # the older record's rule is printed with what its description left out (it compared with completed trials)
+    assert f"{old_rule} (earlier completed trials only: Optuna's PercentilePruner, before 2026-12-05)" in text
