@@ -245,15 +245,15 @@ def _threads(run: dict) -> str:
     return found.group(1) if found else "?"
 
 
-def _traceability(commit: str | None, repository: Path, dirty: int = 0) -> str:
-    """Whether results that recorded ``commit`` (``dirty`` of them from uncommitted changes) can be traced to code
-    in this repository: "traceable", or why not, in bold."""
+def _traceability(commit: str | None, repository: Path, dirty: int = 0, unit: str = "run(s)") -> str:
+    """Whether results that recorded ``commit`` (``dirty`` of them, counted in ``unit``, from uncommitted changes)
+    can be traced to code in this repository: "traceable", or why not, in bold."""
     if commit is None:
         return "**untraceable**: no commit recorded"
     if not commit_exists(commit, repository):
         return "**untraceable**: commit not in this repository"
     if dirty:
-        return f"**dirty**: {dirty} run(s) from uncommitted changes"
+        return f"**dirty**: {dirty} {unit} from uncommitted changes"
     return "traceable"
 
 
@@ -433,9 +433,9 @@ def _pruning_rule(best: dict) -> str:
 def _searched_at(best: dict, repository: Path) -> str:
     """Where a search ran, as its ``best_<arm>.json`` recorded it: the commit, the device its best trial trained
     on and the CPU; a search whose code cannot be traced says so instead."""
-    status = _traceability(best.get("commit"), repository, int(bool(best.get("dirty"))))
+    status = _traceability(best.get("commit"), repository, int(bool(best.get("dirty"))), unit="search")
     if status != "traceable":
-        return status.replace("run(s)", "search")
+        return status
     device = best.get("hardware") or "device not recorded"
     return f"{best['commit'][:7]}; {device}; {best.get('cpu') or 'CPU not recorded'}"
 

@@ -155,15 +155,18 @@ class _FinishedTrialsPercentilePruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         step = trial.last_step
-        if step is None or step < self.warmup_epochs or _completed(study) < self.startup_trials:
+        if step is None or step < self.warmup_epochs:
+            return False
+        finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                            optuna.trial.TrialState.PRUNED))
+        if sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished) < self.startup_trials:
             return False
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         own = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
         if not own:
             return True  # nothing but NaN so far (Optuna's rule too)
         best = max(own) if maximize else min(own)
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        others = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=finished)
+        others = [t.intermediate_values[step] for t in finished
                   if step in t.intermediate_values and not math.isnan(t.intermediate_values[step])]
         if not others:
             return False
