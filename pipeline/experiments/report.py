@@ -442,9 +442,9 @@ def _searched_at(best: dict, repository: Path) -> str:
 
 def _search_table(section: Section, repository: Path) -> list[str]:
     """What each tuned arm's search was, from ``benchmarks/results/tuning/<section>/`` (``[n_<n>/]best_<arm>.json``
-    and ``trials_<arm>.csv``): trials completed of those started, the ranges searched, the objective and its best,
-    and where it ran (:func:`_searched_at`); where the section's searches ran under different pruning rules, each
-    row names its rule."""
+    and ``trials_<arm>.csv``): trials completed of those started (and how many failed), the ranges searched, the
+    objective and its best, and where it ran (:func:`_searched_at`); where the section's searches ran under different
+    pruning rules, each row names its rule."""
     folder = section.path.parent / "tuning" / section.name
     records = sorted(((path, json.loads(path.read_text())) for path in folder.glob("**/best_*.json")),
                      key=_search_order)
@@ -455,18 +455,20 @@ def _search_table(section: Section, repository: Path) -> list[str]:
         states = [line.split(",")[1] for line in trials.read_text().splitlines()[1:]] if trials.is_file() else []
         completed = best.get("trials_completed", states.count("COMPLETE") if states else "?")
         started = best.get("trials_started", len(states) or best.get("trials", "?"))
+        failed = best.get("trials_failed", states.count("FAIL"))
         search = best.get("search", "not recorded (ranges of the tuner at the time)")
         seeds = ", ".join(map(str, best.get("seeds", [0])))  # records before multi-seed scoring: seed 0
         objective = {"val_loss": "val loss"}.get(best.get("objective"), "val AUC")  # older records: AUC
         value = best.get("best_value", best.get("best_val_auc"))
         rule = rules.index(_pruning_rule(best)) + 1 if len(rules) > 1 else None
         rows.append(f"| {best.get('n_train', 'full')} | {best['arm']} | {completed} of {started}"
-                    f"{f', pruning rule {rule}' if rule else ''} | {search} | {seeds} | {objective} {value:.4f} | "
-                    f"{_searched_at(best, repository)} |")
+                    f"{f' ({failed} failed)' if failed else ''}{f', pruning rule {rule}' if rule else ''} | "
+                    f"{search} | {seeds} | {objective} {value:.4f} | {_searched_at(best, repository)} |")
     if not rows:
         return []
     pruning = rules[0] if len(rules) == 1 else "; ".join(f"pruning rule {k}: {r}" for k, r in enumerate(rules, 1))
-    return ["", f"Tuning (validation split only; a trial counts when it completed, pruned ones do not; {pruning}):", "",
+    return ["", "Tuning (validation split only; a trial counts when it completed; pruned and failed ones (a trial that "
+            f"raised, or was cut off and marked failed when its search resumed) do not; {pruning}):", "",
             "| n | arm | trials completed of started | search space | scored on seeds | objective: best (their mean) "
             "| searched at (commit; device; CPU) |",
             "|---|---|---|---|---|---|---|", *rows]

@@ -153,7 +153,8 @@ def test_the_tuning_table_says_which_seeds_objective_and_pruning_rule_scored_eac
     _section(tmp_path / "one", "one", [None], shift=0.0)
     records = ((50, {"seeds": [0, 1, 2], "best_val_auc": 0.9, "pruning": "rule A"}),
                (100, {"best_val_auc": 0.9, "pruning": "rule B"}),  # from before multi-seed scoring: no seeds
-               (200, {"seeds": [0], "objective": "val_loss", "best_value": 0.25, "pruning": "rule A"}))
+               (200, {"seeds": [0], "objective": "val_loss", "best_value": 0.25, "pruning": "rule A",
+                      "trials_failed": 2}))  # two trials cut off, marked failed when the search resumed
     for n, extra in records:
         best = tmp_path / "tuning" / "one" / f"n_{n}" / "best_ce_dropout.json"
         best.parent.mkdir(parents=True)
@@ -163,8 +164,8 @@ def test_the_tuning_table_says_which_seeds_objective_and_pruning_rule_scored_eac
     search = "dropout 0–0.5; lr 0.0003–0.01 (log)"
     assert f"| 50 | ce_dropout | 20 of 25, pruning rule 1 | {search} | 0, 1, 2 | val AUC 0.9000 |" in text
     assert f"| 100 | ce_dropout | 20 of 25, pruning rule 2 | {search} | 0 | val AUC 0.9000 |" in text
-    assert f"| 200 | ce_dropout | 20 of 25, pruning rule 1 | {search} | 0 | val loss 0.2500 |" in text
-    assert "pruned ones do not; pruning rule 1: rule A; pruning rule 2: rule B):" in text  # each rule once
+    assert f"| 200 | ce_dropout | 20 of 25 (2 failed), pruning rule 1 | {search} | 0 | val loss 0.2500 |" in text
+    assert "when its search resumed) do not; pruning rule 1: rule A; pruning rule 2: rule B):" in text  # each once
     rows = [line.split(" | ")[0] for line in text.splitlines() if "| ce_dropout | 20 of" in line]
     assert rows == ["| 50", "| 100", "| 200"]  # by size, not by the folder names' text order (n_100 < n_50)
 
