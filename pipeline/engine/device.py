@@ -3,10 +3,13 @@ DistributedDataParallel wrapper of a distributed run."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
+from pathlib import Path
 
+import cpuinfo
 import torch
 from monai.utils import set_determinism
 from torch import nn
@@ -16,7 +19,7 @@ from pipeline.config import Config
 from pipeline.engine.distributed import DistributedContext
 from pipeline.errors import ConfigError
 
-__all__ = ["select_device", "run_device", "autocast_dtype", "seed_everything", "hardware_description",
+__all__ = ["select_device", "run_device", "autocast_dtype", "seed_everything", "cpu_model", "hardware_description",
            "wrap_for_distributed"]
 
 logger = logging.getLogger(__name__)
@@ -59,10 +62,29 @@ def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
     return torch.float16 if config.training.amp is True else None
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's brand string: /proc/cpuinfo's ``model name`` on Linux, else py-cpuinfo's, else what ``platform``
+    says. Linux's file is read first because py-cpuinfo, which returns the same string there, starts a
+    subprocess and takes about a second: every training run names its CPU. Cached: it does not change while the
+    process runs."""
+    proc_cpuinfo = Path("/proc/cpuinfo")
+    if proc_cpuinfo.is_file():
+        for line in proc_cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    brand = cpuinfo.get_cpu_info().get("brand_raw", "")
+    return brand or platform.processor() or platform.machine()
+
+
 def hardware_description(device: torch.device) -> str:
+    """Where a run trains, for its summary and logs: the GPU model and CUDA version, or the CPU model and the
+    threads torch computes on (e.g. ``CPU: AMD EPYC, 1 thread``)."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu_model()}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def seed_everything(config: Config, device: torch.device, rank: int = 0) -> None:

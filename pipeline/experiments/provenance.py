@@ -3,19 +3,18 @@ CPU model, thread count and the versions of every package that shapes the number
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import cpuinfo
 import torch
 
+from pipeline.engine.device import cpu_model
 from pipeline.errors import ConfigError
 
-__all__ = ["NUMERIC_PACKAGES", "Provenance", "cpu_model", "package_versions", "provenance", "require_clean",
+__all__ = ["NUMERIC_PACKAGES", "Provenance", "package_versions", "provenance", "require_clean",
            "commit_exists"]
 
 #: distributions whose versions can change a trained model's numbers or how they are measured
@@ -38,14 +37,6 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return found.stdout
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's brand string (py-cpuinfo, the same on Linux as /proc/cpuinfo's ``model name``), else what
-    ``platform`` says. Cached: it does not change while the process runs, and py-cpuinfo takes about a second."""
-    brand = cpuinfo.get_cpu_info().get("brand_raw", "")
-    return brand or platform.processor() or platform.machine()
 
 
 def package_versions() -> dict[str, str]:

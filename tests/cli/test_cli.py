@@ -86,7 +86,7 @@ def test_readme_and_demo_doc_quote_what_the_demo_prints(demo_run, repo_root):
     """The README's and docs/demo.md's seed-0 figures are the README command's on 2 threads (they drifted once),
     for the CPU this runs on (CPUs round differently); on a CPU they do not name, the measured accuracy and AUC
     must fall within every quoted interval."""
-    from pipeline.experiments.provenance import cpu_model
+    from pipeline.engine.device import cpu_model
 
     run_dir, _ = demo_run
     metrics = json.loads((run_dir / "metrics_test.json").read_text())["metrics"]
