@@ -436,8 +436,20 @@ def _searched_at(best: dict, repository: Path) -> str:
     status = _traceability(best.get("commit"), repository, int(bool(best.get("dirty"))), unit="search")
     if status != "traceable":
         return status
-    device = best.get("hardware") or "device not recorded"
-    return f"{best['commit'][:7]}; {device}; {best.get('cpu') or 'CPU not recorded'}"
+    return f"{best['commit'][:7]}; {_search_device(best.get('hardware'))}; {best.get('cpu') or 'CPU not recorded'}"
+
+
+def _search_device(hardware: str | None) -> str:
+    """The device a search's trials trained on: a GPU as recorded; a CPU by its thread count only, since the CPU's
+    model follows in its own field (records from before commit 7a56583 put the architecture, ``x86_64``, where the
+    model belongs, so repeating the field would misname it)."""
+    if not hardware:
+        return "device not recorded"
+    threads = re.fullmatch(r"CPU: .*, (\d+) threads?", hardware)
+    if threads is None:
+        return hardware
+    count = int(threads.group(1))
+    return f"CPU, {count} thread{'s' if count != 1 else ''}"
 
 
 def _search_table(section: Section, repository: Path) -> list[str]:

@@ -241,7 +241,9 @@ def test_the_tuning_table_says_where_each_search_ran_and_marks_an_untraceable_on
                              "pruning": old_rule},
                 "ce_dropout": {"commit": head, "dirty": True},
                 "ce_weight_decay": {},  # the first study's records: no commit
-                "ce_label_smoothing": {"commit": "f" * 40, "cpu": "Test CPU"}}
+                "ce_label_smoothing": {"commit": "f" * 40, "cpu": "Test CPU"},
+                # a CPU search, recorded before the hardware field named the model: the architecture is not repeated
+                "ce_augment": {"commit": head, "hardware": "CPU: x86_64, 1 threads", "cpu": "Test CPU"}}
     folder = tmp_path / "tuning" / "tuned" / "n_50"
     folder.mkdir(parents=True)
     for arm, where in searches.items():
@@ -254,6 +256,7 @@ def test_the_tuning_table_says_where_each_search_ran_and_marks_an_untraceable_on
     assert rows == {"vp_tuned": f"{head[:7]}; NVIDIA H200 (CUDA 13.0); Test CPU |",
                     "ce_dropout": "**dirty**: 1 search from uncommitted changes |",
                     "ce_weight_decay": "**untraceable**: no commit recorded |",
-                    "ce_label_smoothing": "**untraceable**: commit not in this repository |"}
+                    "ce_label_smoothing": "**untraceable**: commit not in this repository |",
+                    "ce_augment": f"{head[:7]}; CPU, 1 thread; Test CPU |"}
     # the older record's rule is printed with what its description left out (it compared with completed trials)
     assert f"{old_rule} (earlier completed trials only: Optuna's PercentilePruner, before 2026-12-05)" in text
